@@ -1,0 +1,104 @@
+"""The monitor process: drains the dead-letter queue into the database.
+
+It survives its neighbours: a broker or database that goes away is waited for
+and reconnected, a batch is acked only after its commit, and SIGTERM finishes
+the batch in hand and leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import close_old_connections
+
+from deadletters.inbox import Inbox, open_inbox
+from deadletters.ingest import UNAVAILABLE, BatchResult, store_batch
+
+logger = logging.getLogger("dashboard.monitor")
+
+
+@dataclass
+class Totals:
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    batches: int = 0
+
+    def add(self, result: BatchResult) -> None:
+        self.received += result.received
+        self.stored += result.stored
+        self.duplicates += result.duplicates
+        self.quarantined += result.quarantined
+        self.batches += 1
+
+
+@dataclass
+class Monitor:
+    stop: threading.Event = field(default_factory=threading.Event)
+    queue: str = field(default_factory=lambda: settings.DEADLETTERS_QUEUE)
+    batch_size: int = field(default_factory=lambda: settings.DEADLETTERS_BATCH_SIZE)
+    lease_seconds: int = field(default_factory=lambda: settings.DEADLETTERS_LEASE_SECONDS)
+    totals: Totals = field(default_factory=Totals)
+
+    def run(self, *, until_empty: bool = False) -> Totals:
+        """Ingest until stopped (or, with ``until_empty``, until the queue is empty)."""
+        backoff = 0.5
+        while not self.stop.is_set():
+            inbox: Inbox | None = None
+            try:
+                inbox = open_inbox(self.queue, lease_seconds=self.lease_seconds)
+                recovered = inbox.recover()
+                if recovered:
+                    logger.info("returned %d dead letters of a vanished monitor to the queue", recovered)
+                backoff = 0.5
+                if self._drain(inbox, until_empty=until_empty):
+                    break
+            except Exception as exc:
+                logger.warning("broker unreachable (%s); retrying in %.1fs", exc, backoff)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                if inbox is not None:
+                    try:
+                        inbox.close()
+                    except Exception as exc:
+                        logger.warning("could not close the inbox cleanly: %s", exc)
+        return self.totals
+
+    def _drain(self, inbox: Inbox, *, until_empty: bool) -> bool:
+        """Returns True when the run is over (stopped, or empty in until_empty mode)."""
+        next_recover = time.monotonic() + self.lease_seconds / 2
+        while not self.stop.is_set():
+            messages = inbox.fetch(self.batch_size, wait=0.5)
+            if messages:
+                if not self._store(messages, inbox):
+                    return True  # stopped while the database was away: not acked
+                inbox.ack()
+            elif until_empty:
+                return True
+            if time.monotonic() >= next_recover:
+                inbox.recover()
+                next_recover = time.monotonic() + self.lease_seconds / 2
+        return True
+
+    def _store(self, messages: list, inbox: Inbox) -> bool:
+        backoff = 0.5
+        while True:
+            try:
+                result = store_batch(messages)
+                self.totals.add(result)
+                if result.quarantined:
+                    logger.warning("quarantined %d unreadable messages", result.quarantined)
+                return True
+            except UNAVAILABLE as exc:
+                logger.warning("database unreachable (%s); holding %d dead letters", exc, len(messages))
+                close_old_connections()
+                inbox.heartbeat()
+                if self.stop.wait(backoff):
+                    return False
+                backoff = min(backoff * 2, 5.0)

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib.auth.decorators import login_not_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+
+from deadletters.models import DeadLetter
+
+
+def overview(request: HttpRequest) -> HttpResponse:
+    since = timezone.now() - timedelta(hours=1)
+    recent = DeadLetter.objects.filter(state=DeadLetter.State.OPEN, failed_at__gte=since)
+    return render(request, "dashboard/overview.html", {"open_last_hour": recent.count()})
+
+
+@login_not_required
+@never_cache
+def healthz(request: HttpRequest) -> HttpResponse:
+    """The process answers. Says nothing about the database or the broker."""
+    return HttpResponse("ok\n", content_type="text/plain")

@@ -1,0 +1,586 @@
+"""Dead-letter capture for a team's Celery app.
+
+Enable it with one import in the Celery app (or ``imports=("deadletters.hook",)``):
+
+    import deadletters.hook  # noqa: F401
+
+It imports only celery, kombu and the standard library, so workers need no
+Django. It stamps every published task with ``x_sent_at`` and ``x_queue``, and
+publishes a versioned JSON envelope to the ``deadletters`` queue for every task
+that failed for good (``task_failure``), every message of an unregistered task
+(``task_unknown``) and every message the worker rejected (``task_rejected``).
+
+It never raises into Celery. A dead letter that cannot be published is logged
+whole, as one JSON line at ERROR, so that it can still be recovered from logs.
+
+Settings (the Celery app's config first, then the environment):
+``deadletters_queue`` / ``DEADLETTERS_QUEUE`` (default ``deadletters``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import queue as queue_module
+import threading
+import time
+import traceback as traceback_module
+import weakref
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from celery import Task, current_app, signals
+from celery.app.task import Context
+from celery.exceptions import Reject, TimeLimitExceeded, WorkerLostError
+from kombu import Connection, Exchange, Producer, Queue
+
+__all__ = ["ENVELOPE_VERSION", "KINDS", "dead_letter_queue_name", "send_dead_letter"]
+
+ENVELOPE_VERSION = 1
+KINDS = ("exception", "time_limit", "worker_lost", "unknown_task", "rejected")
+
+logger = logging.getLogger("deadletters.hook")
+
+# How long a publish may keep trying before the envelope goes to the log.
+PUBLISH_TIMEOUT_SECONDS = 5.0
+# Envelopes waiting for the background publisher of the worker's main process.
+MAX_PENDING = 10_000
+
+
+def dead_letter_queue_name(app: Any = None) -> str:
+    app = app or current_app
+    configured = app.conf.get("deadletters_queue")
+    return str(configured or os.environ.get("DEADLETTERS_QUEUE") or "deadletters")
+
+
+# --- publish stamps -----------------------------------------------------------
+
+
+@signals.before_task_publish.connect(weak=False, dispatch_uid="deadletters.hook.stamp")
+def _stamp_published_task(
+    sender: str | None = None,
+    headers: dict[str, Any] | None = None,
+    routing_key: str | None = None,
+    declare: list[Any] | None = None,
+    **_: Any,
+) -> None:
+    try:
+        if headers is None:
+            return
+        # Assign, never setdefault: a retry republishes the request's headers,
+        # and its age in the queue starts now, not at the first publish.
+        headers["x_sent_at"] = time.time()
+        queue_name = None
+        for entity in declare or ():
+            if isinstance(entity, Queue):
+                queue_name = entity.name
+                break
+        headers["x_queue"] = queue_name or routing_key or ""
+    except Exception:
+        logger.exception("deadletters: could not stamp task %r", sender)
+
+
+# --- the requests of the worker's main process ----------------------------------
+
+# In the main process (worker lost, hard time limit) ``sender.request`` may be
+# empty; the live Request object is found here by task id. Weak values: an entry
+# lives exactly as long as Celery keeps its Request.
+_live_requests: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+
+
+@signals.task_received.connect(weak=False, dispatch_uid="deadletters.hook.received")
+def _remember_request(request: Any = None, **_: Any) -> None:
+    try:
+        if request is not None and getattr(request, "id", None):
+            _live_requests[request.id] = request
+    except Exception:
+        logger.exception("deadletters: could not track a received request")
+
+
+def _request_context(task: Task, task_id: str) -> Context | None:
+    try:
+        ctx = task.request
+        if ctx is not None and ctx.id == task_id:
+            return ctx
+    except Exception:  # noqa: S110 - fall through to the main process's requests
+        pass
+    request = _live_requests.get(task_id)
+    if request is not None:
+        try:
+            return Context(request.request_dict)
+        except Exception:
+            logger.exception("deadletters: could not read the request of %s", task_id)
+    return None
+
+
+# --- building envelopes ----------------------------------------------------------
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _json_safe(value: Any) -> tuple[Any, bool]:
+    """Return ``(value, lossy)``: the value itself when it is JSON, else reprs."""
+    try:
+        json.dumps(value)
+        return value, False
+    except (TypeError, ValueError):
+        return json.loads(json.dumps(value, default=repr)), True
+
+
+def _exception_type(exc: BaseException | None) -> str:
+    if exc is None:
+        return ""
+    # Celery wraps exceptions it cannot pickle; keep the original class name.
+    wrapped = getattr(exc, "exc_cls_name", None)
+    if wrapped:
+        module = getattr(exc, "exc_module", "") or ""
+        return wrapped if module in ("", "builtins") else f"{module}.{wrapped}"
+    cls = type(exc)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _exception_message(exc: BaseException | None) -> str:
+    if exc is None:
+        return ""
+    wrapped = getattr(exc, "exc_msg", None)
+    if wrapped is not None:
+        return str(wrapped)
+    try:
+        return str(exc)
+    except Exception:
+        return repr(exc)
+
+
+def _format_traceback(einfo: Any, tb: TracebackType | None, exc: BaseException | None) -> str:
+    text = getattr(einfo, "traceback", None)
+    if text:
+        return str(text)
+    if exc is not None and tb is not None:
+        return "".join(traceback_module.format_exception(type(exc), exc, tb))
+    return ""
+
+
+def _failure_kind(exc: BaseException | None) -> str:
+    if isinstance(exc, TimeLimitExceeded):
+        return "time_limit"
+    if isinstance(exc, WorkerLostError):
+        return "worker_lost"
+    if isinstance(exc, Reject):
+        return "rejected"
+    return "exception"
+
+
+def _iso(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _custom_headers(ctx: Context) -> dict[str, Any]:
+    headers = ctx.headers if isinstance(ctx.headers, Mapping) else {}
+    safe, _ = _json_safe(dict(headers))
+    return dict(safe)
+
+
+def _envelope(
+    *,
+    task_id: str,
+    task_name: str,
+    args: Any,
+    kwargs: Any,
+    ctx: Context | None,
+    kind: str,
+    exc: BaseException | None,
+    traceback: str,
+    hostname: str | None = None,
+) -> dict[str, Any]:
+    safe_args, lossy_args = _json_safe(list(args or ()))
+    safe_kwargs, lossy_kwargs = _json_safe(dict(kwargs or {}))
+    delivery: Mapping[str, Any] = {}
+    headers: dict[str, Any] = {}
+    if ctx is not None:
+        delivery = ctx.delivery_info or {}
+        headers = _custom_headers(ctx)
+    properties = (ctx.properties if ctx is not None else None) or {}
+    priority = delivery.get("priority", properties.get("priority"))
+    queue_name = headers.get("x_queue") or delivery.get("routing_key") or ""
+    return {
+        "v": ENVELOPE_VERSION,
+        "id": task_id,
+        "task": task_name,
+        "args": safe_args,
+        "kwargs": safe_kwargs,
+        "lossy": lossy_args or lossy_kwargs,
+        "queue": queue_name,
+        "exchange": delivery.get("exchange") or "",
+        "routing_key": delivery.get("routing_key") or "",
+        "priority": priority,
+        "retries": int(getattr(ctx, "retries", 0) or 0),
+        "root_id": getattr(ctx, "root_id", None),
+        "parent_id": getattr(ctx, "parent_id", None),
+        "group_id": getattr(ctx, "group", None),
+        "eta": _iso(getattr(ctx, "eta", None)),
+        "expires": _iso(getattr(ctx, "expires", None)),
+        "headers": headers,
+        "hostname": hostname or getattr(ctx, "hostname", None) or "",
+        "kind": kind,
+        "exception_type": _exception_type(exc),
+        "exception_message": _exception_message(exc),
+        "traceback": traceback,
+        "failed_at": _now_iso(),
+        "requeued_from": headers.get("x_requeued_from"),
+    }
+
+
+def _message_envelope(
+    message: Any,
+    *,
+    kind: str,
+    exc: BaseException | None,
+    name: str | None,
+    task_id: str | None,
+    hostname: str | None,
+) -> dict[str, Any]:
+    """An envelope for a raw message that never became a task request."""
+    msg_headers = dict(getattr(message, "headers", None) or {})
+    delivery = dict(getattr(message, "delivery_info", None) or {})
+    properties = dict(getattr(message, "properties", None) or {})
+    content_type = getattr(message, "content_type", None) or ""
+    content_encoding = getattr(message, "content_encoding", None) or "utf-8"
+    body = getattr(message, "body", b"")
+    raw = body if isinstance(body, bytes) else str(body).encode("utf-8", "replace")
+
+    args: Any = []
+    kwargs: Any = {}
+    decoded = False
+    # Only JSON is ever decoded here: a pickle body stays bytes.
+    if content_type == "application/json":
+        try:
+            payload = json.loads(raw.decode(content_encoding))
+            if isinstance(payload, list) and len(payload) >= 2:
+                args, kwargs = payload[0], payload[1]
+                decoded = True
+            elif isinstance(payload, dict):  # protocol 1
+                args, kwargs = payload.get("args", []), payload.get("kwargs", {})
+                decoded = True
+        except (ValueError, LookupError):
+            decoded = False
+
+    ctx = Context(msg_headers)
+    ctx.delivery_info = delivery
+    ctx.properties = properties
+    envelope = _envelope(
+        task_id=str(task_id or msg_headers.get("id") or properties.get("correlation_id") or ""),
+        task_name=str(name or msg_headers.get("task") or ""),
+        args=args if isinstance(args, list | tuple) else [args],
+        kwargs=kwargs if isinstance(kwargs, dict) else {},
+        ctx=ctx,
+        kind=kind,
+        exc=exc,
+        traceback="",
+        hostname=hostname or _worker_hostname(),
+    )
+    if kind == "unknown_task":
+        # Celery reports a KeyError; say what it means.
+        envelope["exception_type"] = "celery.exceptions.NotRegistered"
+        envelope["exception_message"] = f"task {envelope['task']!r} is not registered on this worker"
+    elif exc is None:
+        envelope["exception_type"] = "UnknownMessage"
+        envelope["exception_message"] = "the worker could not recognise this message"
+    if not decoded:
+        envelope["lossy"] = True
+    envelope["content_type"] = content_type
+    envelope["content_encoding"] = content_encoding
+    envelope["body_b64"] = base64.b64encode(raw).decode("ascii")
+    return envelope
+
+
+_nodename = ""
+
+
+@signals.celeryd_after_setup.connect(weak=False, dispatch_uid="deadletters.hook.nodename")
+def _remember_nodename(sender: str | None = None, **_: Any) -> None:
+    global _nodename
+    _nodename = str(sender or "")
+
+
+def _worker_hostname() -> str:
+    """The worker's node name (``name@host``); pool children inherit it."""
+    return _nodename
+
+
+# --- publishing ---------------------------------------------------------------------
+
+
+class _Publisher:
+    """One broker connection per process (a fork gets a new publisher)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._connection: Connection | None = None
+
+    def _connect(self, app: Any) -> Connection:
+        if self._connection is None:
+            options = dict(app.conf.broker_transport_options or {})
+            # RabbitMQ acknowledges each publish, so "published" means "stored".
+            options.setdefault("confirm_publish", True)
+            self._connection = Connection(
+                app.conf.broker_write_url or app.conf.broker_url,
+                transport_options=options,
+                connect_timeout=PUBLISH_TIMEOUT_SECONDS,
+                heartbeat=0,
+            )
+        return self._connection
+
+    def publish(self, app: Any, envelope: dict[str, Any]) -> None:
+        name = dead_letter_queue_name(app)
+        exchange = Exchange(name, type="direct", durable=True)
+        target = Queue(name, exchange, routing_key=name, durable=True)
+        with self._lock:
+            connection = self._connect(app)
+            try:
+                producer = Producer(connection)
+                producer.publish(
+                    envelope,
+                    exchange=exchange,
+                    routing_key=name,
+                    declare=[target],
+                    serializer="json",
+                    delivery_mode=2,
+                    headers={"x_deadletter_v": ENVELOPE_VERSION},
+                    retry=True,
+                    retry_policy={
+                        "max_retries": 3,
+                        "interval_start": 0,
+                        "interval_step": 0.5,
+                        "interval_max": 1.0,
+                    },
+                )
+            except BaseException:
+                # Start over with a fresh connection next time.
+                self._connection = None
+                try:
+                    connection.release()
+                except Exception:  # noqa: S110 - it is broken already
+                    pass
+                raise
+
+
+_publisher = _Publisher()
+_pending: queue_module.Queue[tuple[Any, dict[str, Any]]] = queue_module.Queue(MAX_PENDING)
+_background: threading.Thread | None = None
+_background_lock = threading.Lock()
+_in_pool_child = False
+
+
+def _log_unpublished(envelope: dict[str, Any], error: BaseException | str) -> None:
+    logger.error(
+        "%s",
+        json.dumps(
+            {"event": "deadletter_not_published", "error": str(error), "envelope": envelope},
+            default=repr,
+        ),
+    )
+
+
+def _publish_now(app: Any, envelope: dict[str, Any]) -> None:
+    try:
+        _publisher.publish(app, envelope)
+    except BaseException as exc:
+        _log_unpublished(envelope, exc)
+        if not isinstance(exc, Exception):
+            raise  # SystemExit from the pool's shutdown: logged, and let go
+
+
+def _background_loop() -> None:
+    while True:
+        app, envelope = _pending.get()
+        try:
+            _publish_now(app, envelope)
+        finally:
+            _pending.task_done()
+
+
+def _dispatch(app: Any, envelope: dict[str, Any]) -> None:
+    """Publish from a pool child; hand off from the worker's main process.
+
+    The main process runs the event loop that all pool children depend on, so it
+    must not wait on a broker that is down. A pool child has finished its task
+    and may wait a few seconds.
+    """
+    if _in_pool_child:
+        _publish_now(app, envelope)
+        return
+    global _background
+    with _background_lock:
+        if _background is None or not _background.is_alive():
+            _background = threading.Thread(
+                target=_background_loop, name="deadletters-publisher", daemon=True
+            )
+            _background.start()
+    try:
+        _pending.put_nowait((app, envelope))
+    except queue_module.Full:
+        _log_unpublished(envelope, "too many dead letters waiting to be published")
+
+
+def flush(timeout: float = 10.0) -> bool:
+    """Wait until the envelopes handed to the background publisher are sent."""
+    deadline = time.monotonic() + timeout
+    while _pending.unfinished_tasks:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _reset_after_fork() -> None:
+    """A forked child starts with its own publisher state.
+
+    The parent's background thread may hold the publisher's lock at the moment
+    of the fork; the child would inherit it locked, and wait on it forever. The
+    parent's connection and pending envelopes are the parent's business.
+    """
+    global _publisher, _pending, _background, _background_lock
+    _publisher = _Publisher()
+    _pending = queue_module.Queue(MAX_PENDING)
+    _background = None
+    _background_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+@signals.worker_process_init.connect(weak=False, dispatch_uid="deadletters.hook.child")
+def _mark_pool_child(**_: Any) -> None:
+    global _in_pool_child
+    _in_pool_child = True
+
+
+@signals.worker_shutdown.connect(weak=False, dispatch_uid="deadletters.hook.shutdown")
+def _flush_on_shutdown(**_: Any) -> None:
+    try:
+        if not flush(PUBLISH_TIMEOUT_SECONDS * 2):
+            while True:
+                try:
+                    _, envelope = _pending.get_nowait()
+                except queue_module.Empty:
+                    break
+                _log_unpublished(envelope, "worker shut down before it could publish")
+    except Exception:
+        logger.exception("deadletters: could not flush at shutdown")
+
+
+# --- receivers ----------------------------------------------------------------------
+
+
+@signals.task_failure.connect(weak=False, dispatch_uid="deadletters.hook.failure")
+def _on_task_failure(
+    sender: Task | None = None,
+    task_id: str | None = None,
+    exception: BaseException | None = None,
+    args: Any = None,
+    kwargs: Any = None,
+    traceback: TracebackType | None = None,
+    einfo: Any = None,
+    **_: Any,
+) -> None:
+    try:
+        if sender is None or not task_id:
+            return
+        ctx = _request_context(sender, task_id)
+        envelope = _envelope(
+            task_id=task_id,
+            task_name=sender.name,
+            args=args if args is not None else getattr(ctx, "args", None),
+            kwargs=kwargs if kwargs is not None else getattr(ctx, "kwargs", None),
+            ctx=ctx,
+            kind=_failure_kind(exception),
+            exc=exception,
+            traceback=_format_traceback(einfo, traceback, exception),
+            hostname=getattr(ctx, "hostname", None) or _worker_hostname(),
+        )
+        _dispatch(sender.app, envelope)
+    except Exception:
+        logger.exception("deadletters: could not capture the failure of %s", task_id)
+
+
+@signals.task_unknown.connect(weak=False, dispatch_uid="deadletters.hook.unknown")
+def _on_task_unknown(
+    sender: Any = None,
+    name: str | None = None,
+    id: str | None = None,  # noqa: A002 - the signal's own argument name
+    message: Any = None,
+    exc: BaseException | None = None,
+    **_: Any,
+) -> None:
+    try:
+        envelope = _message_envelope(
+            message, kind="unknown_task", exc=exc, name=name, task_id=id,
+            hostname=getattr(sender, "hostname", None),
+        )
+        _dispatch(getattr(sender, "app", None) or current_app, envelope)
+    except Exception:
+        logger.exception("deadletters: could not capture unknown task %r", name)
+
+
+@signals.task_rejected.connect(weak=False, dispatch_uid="deadletters.hook.rejected")
+def _on_task_rejected(
+    sender: Any = None, message: Any = None, exc: BaseException | None = None, **_: Any
+) -> None:
+    try:
+        envelope = _message_envelope(
+            message, kind="rejected", exc=exc, name=None, task_id=None,
+            hostname=getattr(sender, "hostname", None),
+        )
+        _dispatch(getattr(sender, "app", None) or current_app, envelope)
+    except Exception:
+        logger.exception("deadletters: could not capture a rejected message")
+
+
+# --- the explicit path ------------------------------------------------------------
+
+
+def send_dead_letter(task: Task, exc: BaseException | None = None) -> None:
+    """Send the current request of ``task`` to the dead letters, explicitly.
+
+    For tasks that catch their final error themselves, where no ``task_failure``
+    fires::
+
+        except MaxRetriesExceededError as exc:
+            send_dead_letter(self, exc)
+
+    Call it from inside the task (``bind=True``). It never raises.
+    """
+    try:
+        ctx = task.request
+        if exc is None:
+            import sys
+
+            exc = sys.exc_info()[1]
+        tb = exc.__traceback__ if exc is not None else None
+        envelope = _envelope(
+            task_id=str(ctx.id or ""),
+            task_name=task.name,
+            args=ctx.args,
+            kwargs=ctx.kwargs,
+            ctx=ctx,
+            kind=_failure_kind(exc),
+            exc=exc,
+            traceback=_format_traceback(None, tb, exc),
+            hostname=ctx.hostname or _worker_hostname(),
+        )
+        _dispatch(task.app, envelope)
+    except Exception:
+        logger.exception("deadletters: send_dead_letter failed for %r", getattr(task, "name", task))
+

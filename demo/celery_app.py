@@ -1,0 +1,40 @@
+"""The demo team's Celery app: an ordinary app with the one-line hook.
+
+It mirrors the habits of the playbooks in ``shared/seeds``: acks_late,
+retries with backoff and jitter, time limits, and a manual dead-letter path.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+
+app = Celery(
+    "demo",
+    broker=BROKER_URL,
+    # Results let the demo (and the tests) see that a requeued task succeeded.
+    backend=os.environ.get("CELERY_RESULT_BACKEND", BROKER_URL),
+    include=["demo.tasks"],
+)
+app.conf.update(
+    # The whole integration: one import.
+    imports=("deadletters.hook",),
+    task_serializer="json",
+    accept_content=["json"],
+    task_acks_late=True,
+    # A task that kills its pool child would otherwise be redelivered forever.
+    task_reject_on_worker_lost=False,
+    worker_prefetch_multiplier=1,
+    task_default_queue="default",
+    task_routes={
+        "demo.tasks.send_welcome_email": {"queue": "emails"},
+        "demo.tasks.send_webhook": {"queue": "emails"},
+        "demo.tasks.build_report": {"queue": "reports"},
+    },
+    task_time_limit=60,
+    broker_connection_retry_on_startup=True,
+    result_expires=3600,
+)

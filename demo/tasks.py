@@ -1,0 +1,80 @@
+"""Sample tasks that succeed, and fail for good in each way the hook captures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+from celery import Task
+from celery.exceptions import MaxRetriesExceededError
+
+from deadletters.hook import send_dead_letter
+from demo.celery_app import app
+
+
+def _was_requeued(task: Task) -> bool:
+    return bool((task.request.headers or {}).get("x_requeued_from"))
+
+
+@app.task
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task
+def send_welcome_email(user_id: int, template: str = "welcome") -> str:
+    return f"sent {template} to user {user_id}"
+
+
+@app.task(bind=True)
+def resize_image(self: Task, image_id: int, sizes: list[int]) -> str:
+    """Fails for good on the first run (a bug); runs fine once requeued after 'the fix'."""
+    if not _was_requeued(self):
+        raise ValueError(f"image {image_id} has an unsupported colour profile")
+    return f"resized {image_id} to {sizes}"
+
+
+@app.task(
+    bind=True,
+    autoretry_for=(ConnectionError,),
+    retry_backoff=0.1,
+    retry_backoff_max=0.5,
+    retry_jitter=True,
+    max_retries=2,
+)
+def send_webhook(self: Task, url: str, payload: dict[str, Any]) -> None:
+    """Retries with backoff, then fails for good with the original exception."""
+    raise ConnectionError(f"POST {url} failed: connection refused (attempt {self.request.retries})")
+
+
+@app.task(time_limit=1, soft_time_limit=None)
+def build_report(report_id: int, seconds: float = 5.0) -> None:
+    """Runs past its hard time limit: the pool child is killed."""
+    time.sleep(seconds)
+
+
+@app.task
+def crash_worker(job_id: int) -> None:
+    """Kills its own pool child, like an out-of-memory kill would."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@app.task(bind=True, max_retries=1)
+def charge_invoice(self: Task, invoice_id: int, amount_cents: int) -> str:
+    """The playbooks' pattern: the task catches its final error itself."""
+    try:
+        raise TimeoutError(f"payment gateway timed out for invoice {invoice_id}")
+    except TimeoutError as exc:
+        try:
+            raise self.retry(exc=exc, countdown=0.1)
+        except MaxRetriesExceededError:
+            send_dead_letter(self, exc)
+            return "gave up"
+
+
+@app.task
+def flaky_sum(numbers: list[int]) -> int:
+    """Succeeds; present so that requeue-from-the-browser has a happy path."""
+    return sum(numbers)

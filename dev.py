@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Set up and run the Celery Ops Dashboard with nothing but Python 3.11+.
+
+    python3 dev.py demo    # set up, then run the dashboard with a demo worker
+    python3 dev.py test    # set up, then run the whole test suite
+
+Set-up makes a virtual environment in .venv and installs requirements.lock
+into it (again only when the lock file changes). Standard library only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+PYTHON = VENV / "bin" / "python"
+LOCK = ROOT / "requirements.lock"
+STAMP = VENV / ".requirements.sha256"
+
+
+def setup() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}")
+    if not PYTHON.exists():
+        print("creating .venv ...", flush=True)
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    digest = hashlib.sha256(LOCK.read_bytes()).hexdigest()
+    if not STAMP.exists() or STAMP.read_text().strip() != digest:
+        print("installing requirements.lock into .venv ...", flush=True)
+        subprocess.run(
+            [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "-r", str(LOCK)],
+            check=True,
+        )
+        STAMP.write_text(digest)
+
+
+def main() -> None:
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    rest = sys.argv[2:]
+    if command == "setup":
+        setup()
+    elif command == "demo":
+        setup()
+        os.execv(str(PYTHON), [str(PYTHON), "-m", "demo.run", *rest])
+    elif command == "test":
+        setup()
+        os.execv(str(PYTHON), [str(PYTHON), "-m", "pytest", *rest])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    main()
