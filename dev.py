@@ -3,6 +3,7 @@
 
     python3 dev.py demo    # set up, then run the dashboard with a demo worker
     python3 dev.py test    # set up, then run the whole test suite
+    python3 dev.py bench   # set up, then run the benchmarks (see docs/benchmarks.md)
 
 Set-up makes a virtual environment in .venv and installs requirements.lock
 into it (again only when the lock file changes). Standard library only.
@@ -52,6 +53,9 @@ def main() -> None:
     elif command == "test":
         setup()
         os.execv(str(PYTHON), [str(PYTHON), "-m", "pytest", *rest])
+    elif command == "bench":
+        setup()
+        os.execv(str(PYTHON), [str(PYTHON), "-m", "bench", *rest])
     else:
         sys.exit(__doc__)
 
