@@ -154,3 +154,7 @@ DEADLETTERS_BATCH_SIZE = env_int("DEADLETTERS_BATCH_SIZE", 500, minimum=1)
 # the batch it held to the queue.
 DEADLETTERS_LEASE_SECONDS = env_int("DEADLETTERS_LEASE_SECONDS", 60, minimum=1)
 DEADLETTERS_PAGE_SIZE = env_int("DEADLETTERS_PAGE_SIZE", 50, minimum=1)
+
+# Static files are served by whitenoise from the apps' folders, so that the
+# site works without a collectstatic step; production images run it anyway.
+WHITENOISE_USE_FINDERS = True

@@ -83,13 +83,18 @@ def _parse_time(value: Any) -> datetime | None:
 
 
 def quarantined(message: InboundMessage, reason: str) -> dict[str, Any]:
+    """A row that keeps the body the producer sent, and says why it is unreadable.
+
+    The dedupe key hashes the message as the broker held it, so a redelivery is
+    one row while two producers' identical bodies stay two.
+    """
     digest = hashlib.sha256(message.raw).hexdigest()
     return {
         "dedupe_key": f"raw:{digest}",
         "kind": "quarantined",
         "quarantine_reason": reason[:2000],
         "content_type": _text(message.content_type, 255),
-        "raw_body": message.raw,
+        "raw_body": message.body,
         "failed_at": datetime.now(UTC),
         "exception_type": "",
         "exception_message": reason[:2000],

@@ -1,0 +1,112 @@
+"""The monitor as a real process: killed, stopped, and cut off from its broker."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from kombu import Connection, Exchange, Queue
+
+from dashboard.embedded_redis import EmbeddedRedis
+from deadletters.models import DeadLetter
+from tests.conftest import (
+    ROOT,
+    dead_letter_queue_length,
+    make_envelope,
+    publish_envelope,
+    subprocess_env,
+    wait_until,
+)
+from tests.testenv import DATA_DIR
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def publish_many(url: str, count: int) -> set[str]:
+    ids = set()
+    queue = Queue("deadletters", Exchange("deadletters", type="direct", durable=True),
+                  routing_key="deadletters")
+    with Connection(url) as conn:
+        producer = conn.Producer()
+        for _ in range(count):
+            envelope = make_envelope()
+            ids.add(envelope["id"])
+            producer.publish(envelope, exchange=queue.exchange, routing_key="deadletters",
+                             declare=[queue], serializer="json", delivery_mode=2)
+    return ids
+
+
+def start_monitor(*args: str) -> tuple[subprocess.Popen[bytes], Path]:
+    log = DATA_DIR / f"monitor-{time.monotonic_ns()}.log"
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "monitor", *args],
+        cwd=ROOT, env=subprocess_env(), stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )
+    return process, log
+
+
+def test_kill_9_while_ingesting_then_restart_leaves_every_row_exactly_once(
+    broker: redis.Redis, redis_server: EmbeddedRedis
+) -> None:
+    ids = publish_many(redis_server.url, 10_000)
+    monitor, log = start_monitor("--batch-size", "100")
+    try:
+        wait_until(lambda: DeadLetter.objects.count() >= 1_000, timeout=60)
+    finally:
+        monitor.send_signal(signal.SIGKILL)
+        monitor.wait()
+    stored_at_kill = DeadLetter.objects.count()
+    assert stored_at_kill < 10_000, "the monitor finished before it could be killed"
+
+    monitor, log = start_monitor("--batch-size", "100")
+    try:
+        wait_until(lambda: DeadLetter.objects.count() >= 10_000, timeout=120, interval=0.5)
+        wait_until(lambda: dead_letter_queue_length(broker) == 0, timeout=30)
+        time.sleep(1)  # a late duplicate would land now
+    finally:
+        monitor.terminate()
+        monitor.wait(15)
+    assert DeadLetter.objects.count() == 10_000
+    assert set(DeadLetter.objects.values_list("task_id", flat=True)) == ids
+
+
+def test_sigterm_finishes_and_exits_cleanly(
+    broker: redis.Redis, redis_server: EmbeddedRedis
+) -> None:
+    monitor, log = start_monitor()
+    envelope = make_envelope()
+    publish_envelope(redis_server.url, envelope)
+    wait_until(lambda: DeadLetter.objects.filter(task_id=envelope["id"]).exists(), timeout=30)
+    started = time.monotonic()
+    monitor.send_signal(signal.SIGTERM)
+    assert monitor.wait(15) == 0
+    assert time.monotonic() - started < 10
+    assert "monitor stopped: 1 received, 1 stored" in log.read_text()
+
+
+def test_it_reconnects_when_the_broker_comes_back(
+    broker: redis.Redis, redis_server: EmbeddedRedis
+) -> None:
+    monitor, log = start_monitor()
+    try:
+        first = make_envelope()
+        publish_envelope(redis_server.url, first)
+        wait_until(lambda: DeadLetter.objects.filter(task_id=first["id"]).exists(), timeout=30)
+
+        redis_server.stop()
+        time.sleep(3)  # the monitor notices, and keeps trying
+        assert monitor.poll() is None, log.read_text()
+        redis_server.start()
+
+        second = make_envelope()
+        publish_envelope(redis_server.url, second)
+        wait_until(lambda: DeadLetter.objects.filter(task_id=second["id"]).exists(), timeout=60)
+    finally:
+        monitor.terminate()
+        monitor.wait(15)
+    assert "broker unreachable" in log.read_text()
