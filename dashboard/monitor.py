@@ -54,7 +54,9 @@ class Monitor:
                 inbox = open_inbox(self.queue, lease_seconds=self.lease_seconds)
                 recovered = inbox.recover()
                 if recovered:
-                    logger.info("returned %d dead letters of a vanished monitor to the queue", recovered)
+                    logger.info(
+                        "returned %d dead letters of a vanished monitor to the queue", recovered
+                    )
                 backoff = 0.5
                 if self._drain(inbox, until_empty=until_empty):
                     break
@@ -96,7 +98,9 @@ class Monitor:
                     logger.warning("quarantined %d unreadable messages", result.quarantined)
                 return True
             except UNAVAILABLE as exc:
-                logger.warning("database unreachable (%s); holding %d dead letters", exc, len(messages))
+                logger.warning(
+                    "database unreachable (%s); holding %d dead letters", exc, len(messages)
+                )
                 close_old_connections()
                 inbox.heartbeat()
                 if self.stop.wait(backoff):

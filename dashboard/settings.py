@@ -23,9 +23,7 @@ DEBUG = env_bool("DEBUG", False)
 _secret = env_secret("SECRET_KEY")
 if _secret is None:
     if not DEBUG:
-        raise ImproperlyConfigured(
-            "SECRET_KEY (or SECRET_KEY_FILE) is required when DEBUG is off"
-        )
+        raise ImproperlyConfigured("SECRET_KEY (or SECRET_KEY_FILE) is required when DEBUG is off")
     _secret = "insecure-development-key-used-only-with-DEBUG-on"  # noqa: S105
 SECRET_KEY = _secret
 

@@ -171,7 +171,9 @@ def _row(envelope: dict[str, Any]) -> dict[str, Any]:
     if task_id:
         dedupe_key = f"task:{task_id}"
     else:
-        dedupe_key = "raw:" + hashlib.sha256(json.dumps(envelope, sort_keys=True).encode()).hexdigest()
+        dedupe_key = (
+            "raw:" + hashlib.sha256(json.dumps(envelope, sort_keys=True).encode()).hexdigest()
+        )
     return {
         "dedupe_key": dedupe_key,
         "envelope_version": envelope["v"],

@@ -20,6 +20,7 @@ Settings (the Celery app's config first, then the environment):
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -276,9 +277,7 @@ def _message_envelope(
         except (ValueError, LookupError):
             decoded = False
 
-    ctx = Context(msg_headers)
-    ctx.delivery_info = delivery
-    ctx.properties = properties
+    ctx = Context({**msg_headers, "delivery_info": delivery, "properties": properties})
     envelope = _envelope(
         task_id=str(task_id or msg_headers.get("id") or properties.get("correlation_id") or ""),
         task_name=str(name or msg_headers.get("task") or ""),
@@ -293,7 +292,9 @@ def _message_envelope(
     if kind == "unknown_task":
         # Celery reports a KeyError; say what it means.
         envelope["exception_type"] = "celery.exceptions.NotRegistered"
-        envelope["exception_message"] = f"task {envelope['task']!r} is not registered on this worker"
+        envelope["exception_message"] = (
+            f"task {envelope['task']!r} is not registered on this worker"
+        )
     elif exc is None:
         envelope["exception_type"] = "UnknownMessage"
         envelope["exception_message"] = "the worker could not recognise this message"
@@ -369,10 +370,8 @@ class _Publisher:
             except BaseException:
                 # Start over with a fresh connection next time.
                 self._connection = None
-                try:
+                with contextlib.suppress(Exception):  # it is broken already
                     connection.release()
-                except Exception:  # noqa: S110 - it is broken already
-                    pass
                 raise
 
 
@@ -519,14 +518,18 @@ def _on_task_failure(
 def _on_task_unknown(
     sender: Any = None,
     name: str | None = None,
-    id: str | None = None,  # noqa: A002 - the signal's own argument name
+    id: str | None = None,
     message: Any = None,
     exc: BaseException | None = None,
     **_: Any,
 ) -> None:
     try:
         envelope = _message_envelope(
-            message, kind="unknown_task", exc=exc, name=name, task_id=id,
+            message,
+            kind="unknown_task",
+            exc=exc,
+            name=name,
+            task_id=id,
             hostname=getattr(sender, "hostname", None),
         )
         _dispatch(getattr(sender, "app", None) or current_app, envelope)
@@ -540,7 +543,11 @@ def _on_task_rejected(
 ) -> None:
     try:
         envelope = _message_envelope(
-            message, kind="rejected", exc=exc, name=None, task_id=None,
+            message,
+            kind="rejected",
+            exc=exc,
+            name=None,
+            task_id=None,
             hostname=getattr(sender, "hostname", None),
         )
         _dispatch(getattr(sender, "app", None) or current_app, envelope)
@@ -583,4 +590,3 @@ def send_dead_letter(task: Task, exc: BaseException | None = None) -> None:
         _dispatch(task.app, envelope)
     except Exception:
         logger.exception("deadletters: send_dead_letter failed for %r", getattr(task, "name", task))
-

@@ -8,11 +8,12 @@ the two leaves the batch to be delivered again; the inserts are idempotent.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import time
 import uuid
-from typing import Any, Protocol
+from typing import Protocol
 
 from kombu import Connection, Consumer, Exchange, Queue
 from kombu.message import Message
@@ -113,7 +114,9 @@ class RedisInbox:
             owner = name.removeprefix(self.inflight_pattern)
             if owner == self.consumer_id:
                 continue
-            n = self._restore(keys=[name, self.lease_pattern + owner, self.list_keys[0]], args=["1"])
+            n = self._restore(
+                keys=[name, self.lease_pattern + owner, self.list_keys[0]], args=["1"]
+            )
             restored += max(0, int(n))
         return restored
 
@@ -184,7 +187,9 @@ class AmqpInbox:
             if remaining <= 0:
                 break
             try:
-                self.connection.drain_events(timeout=min(remaining, 0.05 if self._buffer else remaining))
+                self.connection.drain_events(
+                    timeout=min(remaining, 0.05 if self._buffer else remaining)
+                )
             except TimeoutError:
                 if self._buffer:
                     break
@@ -203,10 +208,8 @@ class AmqpInbox:
         return 0  # RabbitMQ returns unacked messages of a closed channel itself
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # closing a broken connection
             self.connection.release()
-        except Exception:  # noqa: S110 - closing a broken connection
-            pass
 
 
 def _from_amqp(message: Message) -> InboundMessage:

@@ -64,15 +64,21 @@ def store_batch(messages: list[InboundMessage]) -> BatchResult:
 
 def _insert(rows: list[dict[str, Any]], result: BatchResult) -> None:
     keys = [row["dedupe_key"] for row in rows]
-    existing = set(DeadLetter.objects.filter(dedupe_key__in=keys).values_list("dedupe_key", flat=True))
+    existing = set(
+        DeadLetter.objects.filter(dedupe_key__in=keys).values_list("dedupe_key", flat=True)
+    )
     new = [row for row in rows if row["dedupe_key"] not in existing]
     result.duplicates += len(rows) - len(new)
     origins = {row["requeued_from_task_id"] for row in new if row.get("requeued_from_task_id")}
-    origin_ids = dict(
-        DeadLetter.objects.filter(task_id__in=origins)
-        .order_by("id")
-        .values_list("task_id", "id")
-    ) if origins else {}
+    origin_ids = (
+        dict(
+            DeadLetter.objects.filter(task_id__in=origins)
+            .order_by("id")
+            .values_list("task_id", "id")
+        )
+        if origins
+        else {}
+    )
     objects = []
     for row in new:
         obj = DeadLetter(**row)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.db import models
 from django.db.models.functions import Now
@@ -50,7 +52,9 @@ class DeadLetter(models.Model):
     traceback = models.TextField(blank=True)
     failed_at = models.DateTimeField()
     received_at = models.DateTimeField(db_default=Now())
-    signature = models.CharField(max_length=40, help_text="task + exception type + normalised message")
+    signature = models.CharField(
+        max_length=40, help_text="task + exception type + normalised message"
+    )
 
     # What a raw message carried when it was not a readable task (rejected,
     # unknown, or not an envelope at all). Never unpickled.
@@ -67,12 +71,18 @@ class DeadLetter(models.Model):
     requeue_task_id = models.CharField(max_length=255, blank=True)
     requeued_at = models.DateTimeField(null=True, blank=True)
     requeued_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     discarded_at = models.DateTimeField(null=True, blank=True)
     discarded_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
 
@@ -134,5 +144,5 @@ class DeadLetter(models.Model):
         return user.get_username() if user else "someone"
 
     @property
-    def handled_at(self) -> object:
+    def handled_at(self) -> datetime | None:
         return self.requeued_at if self.state == self.State.REQUEUED else self.discarded_at

@@ -19,17 +19,20 @@ logger = logging.getLogger("deadletters.actions")
 # Celery's protocol headers never travel as custom headers of a requeue.
 _RESTAMPED = {"x_sent_at", "x_queue", "x_requeued_from"}
 
-__all__ = ["AlreadyHandled", "BrokerUnavailable", "NotRequeueable", "deadletter_discard",
-           "deadletter_requeue"]
+__all__ = [
+    "AlreadyHandled",
+    "BrokerUnavailable",
+    "NotRequeueable",
+    "deadletter_discard",
+    "deadletter_requeue",
+]
 
 
 class AlreadyHandled(Exception):
     def __init__(self, dead_letter: DeadLetter) -> None:
         when = dead_letter.handled_at
         stamp = timezone.localtime(when).strftime("%Y-%m-%d %H:%M:%S %Z") if when else "earlier"
-        super().__init__(
-            f"Already {dead_letter.state} by {dead_letter.handled_by} at {stamp}."
-        )
+        super().__init__(f"Already {dead_letter.state} by {dead_letter.handled_by} at {stamp}.")
         self.dead_letter = dead_letter
 
 
@@ -60,9 +63,7 @@ def deadletter_requeue(*, dead_letter: DeadLetter, user: User) -> str:
     headers = {k: v for k, v in dead_letter.headers.items() if k not in _RESTAMPED}
     headers["x_requeued_from"] = dead_letter.task_id
     with transaction.atomic():
-        claimed = DeadLetter.objects.filter(
-            pk=dead_letter.pk, state=DeadLetter.State.OPEN
-        ).update(
+        claimed = DeadLetter.objects.filter(pk=dead_letter.pk, state=DeadLetter.State.OPEN).update(
             state=DeadLetter.State.REQUEUED,
             requeue_task_id=new_id,
             requeued_at=timezone.now(),

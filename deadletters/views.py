@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django_tables2 import LazyPaginator, RequestConfig
 
+from dashboard.htmx import HtmxHttpRequest
 from deadletters.models import DeadLetter
 from deadletters.services import (
     AlreadyHandled,
@@ -23,7 +24,7 @@ from deadletters.tables import DeadLetterTable
 LIST_FIELDS_DEFERRED = ("traceback", "raw_body", "args", "kwargs", "headers")
 
 
-def dead_letter_list(request: HttpRequest) -> HttpResponse:
+def dead_letter_list(request: HtmxHttpRequest) -> HttpResponse:
     rows = DeadLetter.objects.defer(*LIST_FIELDS_DEFERRED).order_by("-failed_at", "-id")
     table = DeadLetterTable(rows)
     RequestConfig(
@@ -35,8 +36,9 @@ def dead_letter_list(request: HttpRequest) -> HttpResponse:
 
 
 def detail(request: HttpRequest, pk: int) -> HttpResponse:
-    dead_letter = get_object_or_404(DeadLetter.objects.select_related(
-        "requeued_by", "discarded_by", "requeued_from"), pk=pk)
+    dead_letter = get_object_or_404(
+        DeadLetter.objects.select_related("requeued_by", "discarded_by", "requeued_from"), pk=pk
+    )
     return render(request, "deadletters/detail.html", _detail_context(dead_letter))
 
 
@@ -58,13 +60,19 @@ def _history(dead_letter: DeadLetter) -> list[DeadLetter]:
     node = dead_letter
     while node.requeued_from_id and node.requeued_from_id not in seen:
         node = DeadLetter.objects.select_related("requeued_by", "discarded_by").get(
-            pk=node.requeued_from_id)
+            pk=node.requeued_from_id
+        )
         seen.add(node.pk)
         chain.insert(0, node)
     node = dead_letter
     while True:
-        later = (DeadLetter.objects.select_related("requeued_by", "discarded_by")
-                 .filter(requeued_from_id=node.pk).exclude(pk__in=seen).order_by("id").first())
+        later = (
+            DeadLetter.objects.select_related("requeued_by", "discarded_by")
+            .filter(requeued_from_id=node.pk)
+            .exclude(pk__in=seen)
+            .order_by("id")
+            .first()
+        )
         if later is None:
             break
         seen.add(later.pk)
@@ -74,7 +82,11 @@ def _history(dead_letter: DeadLetter) -> list[DeadLetter]:
 
 
 def _actions_response(
-    request: HttpRequest, dead_letter: DeadLetter, *, status: int = 200, error: str = "",
+    request: HtmxHttpRequest,
+    dead_letter: DeadLetter,
+    *,
+    status: int = 200,
+    error: str = "",
     notice: str = "",
 ) -> HttpResponse:
     """The actions fragment for htmx, else the page (errors) or a redirect (success)."""
@@ -92,7 +104,7 @@ def _actions_response(
 
 @require_POST
 @permission_required("deadletters.requeue_deadletter", raise_exception=True)
-def requeue(request: HttpRequest, pk: int) -> HttpResponse:
+def requeue(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     dead_letter = get_object_or_404(DeadLetter, pk=pk)
     try:
         task_id = deadletter_requeue(dead_letter=dead_letter, user=request.user)
@@ -102,7 +114,9 @@ def requeue(request: HttpRequest, pk: int) -> HttpResponse:
         return _actions_response(request, dead_letter, status=409, error=str(exc))
     except BrokerUnavailable as exc:
         return _actions_response(
-            request, dead_letter, status=503,
+            request,
+            dead_letter,
+            status=503,
             error=f"Not requeued: {exc}. The dead letter is still open; try again.",
         )
     return _actions_response(request, dead_letter, notice=f"Requeued as {task_id}.")
@@ -110,7 +124,7 @@ def requeue(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @permission_required("deadletters.discard_deadletter", raise_exception=True)
-def discard(request: HttpRequest, pk: int) -> HttpResponse:
+def discard(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     dead_letter = get_object_or_404(DeadLetter, pk=pk)
     try:
         deadletter_discard(dead_letter=dead_letter, user=request.user)

@@ -35,7 +35,9 @@ def ensure_demo_user(env: dict[str, str]) -> tuple[str, str]:
         f"user.set_password({password!r})\n"
         "user.save()\n"
     )
-    subprocess.run([sys.executable, "manage.py", "shell", "--no-imports", "-c", script], env=env, check=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", script], env=env, check=True
+    )
     credentials.write_text(f"{username}:{password}")
     credentials.chmod(0o600)
     return username, password.strip()
@@ -59,17 +61,38 @@ def main() -> None:
         env["CELERY_BROKER_URL"] = redis_server.start()
         print(f"embedded Redis at {env['CELERY_BROKER_URL']}", flush=True)
 
-    subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], env=env,
-                   check=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], env=env, check=True
+    )
     username, password = ensure_demo_user(env)
 
     commands = {
-        "web": [sys.executable, "manage.py", "runserver", f"127.0.0.1:{options.port}",
-                "--noreload"],
+        "web": [
+            sys.executable,
+            "manage.py",
+            "runserver",
+            f"127.0.0.1:{options.port}",
+            "--noreload",
+        ],
         "monitor": [sys.executable, "manage.py", "monitor"],
-        "worker": [sys.executable, "-m", "celery", "-A", "demo.celery_app", "worker",
-                   "-P", "prefork", "-c", "2", "-Q", "default,emails,reports",
-                   "-n", "demo@%h", "--loglevel", "WARNING"],
+        "worker": [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "demo.celery_app",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            "2",
+            "-Q",
+            "default,emails,reports",
+            "-n",
+            "demo@%h",
+            "--loglevel",
+            "WARNING",
+        ],
         "producer": [sys.executable, "-m", "demo.producer", str(options.interval)],
     }
     processes = {name: subprocess.Popen(cmd, env=env, cwd=ROOT) for name, cmd in commands.items()}

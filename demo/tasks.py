@@ -39,8 +39,8 @@ def resize_image(self: Task, image_id: int, sizes: list[int]) -> str:
 @app.task(
     bind=True,
     autoretry_for=(ConnectionError,),
-    retry_backoff=0.1,
-    retry_backoff_max=0.5,
+    retry_backoff=1,
+    retry_backoff_max=2,
     retry_jitter=True,
     max_retries=2,
 )
@@ -49,7 +49,7 @@ def send_webhook(self: Task, url: str, payload: dict[str, Any]) -> None:
     raise ConnectionError(f"POST {url} failed: connection refused (attempt {self.request.retries})")
 
 
-@app.task(time_limit=1, soft_time_limit=None)
+@app.task(time_limit=1)
 def build_report(report_id: int, seconds: float = 5.0) -> None:
     """Runs past its hard time limit: the pool child is killed."""
     time.sleep(seconds)

@@ -74,8 +74,11 @@ def _empty_queues(client: redis.Redis) -> None:
 
 
 def dead_letter_queue_length(client: redis.Redis) -> int:
-    return sum(int(client.llen(key)) for key in client.scan_iter(match="deadletters*")
-               if client.type(key) == b"list")
+    return sum(
+        int(client.llen(key))
+        for key in client.scan_iter(match="deadletters*")
+        if client.type(key) == b"list"
+    )
 
 
 def publish_raw(
@@ -174,10 +177,31 @@ def start_worker(url: str, name: str, *extra: str) -> WorkerProcess:
     log = testenv.DATA_DIR / f"worker-{name}-{uuid.uuid4().hex[:6]}.log"
     env = dict(os.environ, CELERY_BROKER_URL=url, CELERY_RESULT_BACKEND=url)
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "demo.celery_app", "worker", "-P", "prefork",
-         "-c", "2", "-Q", ",".join(DEMO_QUEUES), "-n", f"{name}@%h", "--loglevel", "INFO",
-         "--without-mingle", "--without-gossip", *extra],
-        cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "demo.celery_app",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            "2",
+            "-Q",
+            ",".join(DEMO_QUEUES),
+            "-n",
+            f"{name}@%h",
+            "--loglevel",
+            "INFO",
+            "--without-mingle",
+            "--without-gossip",
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
     )
     handle = WorkerProcess(process, log)
 
@@ -271,6 +295,9 @@ def make_dead_letter(**overrides: Any) -> DeadLetter:
     import json
 
     body = json.dumps(envelope).encode()
-    row = parse(InboundMessage(body=body, content_type="application/json",
-                               content_encoding="utf-8", raw=body))
+    row = parse(
+        InboundMessage(
+            body=body, content_type="application/json", content_encoding="utf-8", raw=body
+        )
+    )
     return DeadLetter.objects.create(**row)

@@ -31,8 +31,9 @@ def test_an_exception_arrives_once_with_its_real_arguments(
     from demo import tasks
 
     big = "x" * 5000  # Flower's events would cut this to 1,024 characters
-    result = tasks.resize_image.apply_async((7, [64, 128]), {}, queue="default",
-                                            headers={"tenant": big})
+    result = tasks.resize_image.apply_async(
+        (7, [64, 128]), {}, queue="default", headers={"tenant": big}
+    )
     ingest_until(1)
     settle_and_ingest()
     row = only("demo.tasks.resize_image")
@@ -101,8 +102,9 @@ def test_an_unregistered_task_arrives_as_unknown_task(
 ) -> None:
     from demo.celery_app import app
 
-    result = app.send_task("demo.tasks.removed_in_last_deploy", args=[5], kwargs={"a": 1},
-                           queue="default")
+    result = app.send_task(
+        "demo.tasks.removed_in_last_deploy", args=[5], kwargs={"a": 1}, queue="default"
+    )
     ingest_until(1)
     settle_and_ingest()
     row = only("demo.tasks.removed_in_last_deploy")
@@ -138,7 +140,7 @@ def test_a_pickled_message_is_rejected_kept_and_never_loaded(
     (row,) = ingest_until(1)
     assert row.kind == "rejected"
     assert row.task_id == "poison-1"
-    assert bytes(row.raw_body) == payload
+    assert bytes(row.raw_body or b"") == payload
     assert row.content_type == "application/x-python-serialize"
     assert not row.is_requeueable
     assert not witness.exists(), "somebody unpickled the message"

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import redis
 
@@ -26,8 +27,14 @@ def test_it_imports_where_django_cannot_be_imported() -> None:
     )
     # A team's worker has no Django settings module; pytest-django set one here.
     environment = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 
@@ -64,8 +71,8 @@ def test_it_replaces_an_old_stamp_instead_of_keeping_it(broker: redis.Redis) -> 
     """A retry republishes the old headers: its queue age must start again."""
     from demo import tasks
 
-    tasks.add.apply_async((1, 2), queue="requeue-target", headers={"x_sent_at": 1.0,
-                                                                    "x_queue": "elsewhere"})
+    stale: dict[str, Any] = {"x_sent_at": 1.0, "x_queue": "elsewhere"}
+    tasks.add.apply_async((1, 2), queue="requeue-target", headers=stale)
     (message,) = _messages(broker, "requeue-target")
     assert message["headers"]["x_sent_at"] > 1.0
     assert message["headers"]["x_queue"] == "requeue-target"

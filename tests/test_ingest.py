@@ -22,7 +22,9 @@ from tests.conftest import (
 pytestmark = pytest.mark.django_db
 
 
-def test_a_valid_envelope_becomes_an_open_row(broker: redis.Redis, redis_server: EmbeddedRedis) -> None:
+def test_a_valid_envelope_becomes_an_open_row(
+    broker: redis.Redis, redis_server: EmbeddedRedis
+) -> None:
     envelope = make_envelope(priority=6, eta="2026-01-01T00:00:00+00:00")
     publish_envelope(redis_server.url, envelope)
     assert ingest() == 1
@@ -31,7 +33,8 @@ def test_a_valid_envelope_becomes_an_open_row(broker: redis.Redis, redis_server:
     assert row.args == envelope["args"]
     assert row.kwargs == envelope["kwargs"]
     assert row.priority == 6
-    assert row.eta is not None and row.eta.year == 2026
+    assert row.eta is not None
+    assert row.eta.year == 2026
     assert row.state == DeadLetter.State.OPEN
     assert row.signature == signature(envelope["task"], "ValueError", envelope["exception_message"])
     assert dead_letter_queue_length(broker) == 0
@@ -53,11 +56,18 @@ def test_the_same_failure_delivered_twice_is_one_row(
     ("body", "content_type", "reason"),
     [
         (b"{not json", "application/json", "the body is not valid JSON"),
-        (json.dumps({"v": 2, "id": "x"}).encode(), "application/json", "unknown envelope version 2"),
+        (
+            json.dumps({"v": 2, "id": "x"}).encode(),
+            "application/json",
+            "unknown envelope version 2",
+        ),
         (json.dumps({"v": 1, "id": "x"}).encode(), "application/json", "the envelope lacks task"),
         (json.dumps([1, 2]).encode(), "application/json", "the envelope is not a JSON object"),
-        (json.dumps({**make_envelope(), "kind": "sneeze"}).encode(), "application/json",
-         "kind 'sneeze' is not one of"),
+        (
+            json.dumps({**make_envelope(), "kind": "sneeze"}).encode(),
+            "application/json",
+            "kind 'sneeze' is not one of",
+        ),
         (b"<xml/>", "application/xml", "content type 'application/xml' is not JSON"),
     ],
 )
@@ -69,7 +79,7 @@ def test_a_message_that_is_not_an_envelope_is_quarantined_with_its_bytes(
     row = DeadLetter.objects.get()
     assert row.kind == DeadLetter.Kind.QUARANTINED
     assert reason in row.quarantine_reason
-    assert body in bytes(row.raw_body)
+    assert body in bytes(row.raw_body or b"")
     assert not row.is_requeueable
 
 
@@ -85,8 +95,12 @@ def test_a_pickle_is_quarantined_and_never_loaded(
             return (exec, (f"open({str(witness)!r}, 'w').close()",))
 
     payload = pickle.dumps(Boom())
-    publish_raw(redis_server.url, payload, content_type="application/x-python-serialize",
-                content_encoding="binary")
+    publish_raw(
+        redis_server.url,
+        payload,
+        content_type="application/x-python-serialize",
+        content_encoding="binary",
+    )
     assert ingest() == 1
     row = DeadLetter.objects.get()
     assert "application/x-python-serialize" in row.quarantine_reason
@@ -99,7 +113,7 @@ def test_bytes_that_are_not_even_a_kombu_message_are_kept(broker: redis.Redis) -
     assert ingest() == 1
     row = DeadLetter.objects.get()
     assert "not a kombu message" in row.quarantine_reason
-    assert bytes(row.raw_body) == b"\xff\xfegarbage"
+    assert bytes(row.raw_body or b"") == b"\xff\xfegarbage"
 
 
 def test_a_bad_message_does_not_stop_the_good_ones_around_it(
@@ -107,8 +121,12 @@ def test_a_bad_message_does_not_stop_the_good_ones_around_it(
 ) -> None:
     first, last = make_envelope(), make_envelope()
     publish_envelope(redis_server.url, first)
-    publish_raw(redis_server.url, b"\x00\x01", content_type="application/octet-stream",
-                content_encoding="binary")
+    publish_raw(
+        redis_server.url,
+        b"\x00\x01",
+        content_type="application/octet-stream",
+        content_encoding="binary",
+    )
     publish_envelope(redis_server.url, last)
     assert ingest() == 3
     assert set(DeadLetter.objects.values_list("task_id", flat=True)) >= {first["id"], last["id"]}
@@ -147,10 +165,20 @@ def test_messages_in_priority_lists_are_drained_too(
     from kombu import Connection, Exchange, Queue
 
     with Connection(redis_server.url) as c:
-        queue = Queue("deadletters", Exchange("deadletters", type="direct"),
-                      routing_key="deadletters", max_priority=9)
-        c.Producer().publish(make_envelope(), exchange=queue.exchange, routing_key="deadletters",
-                             declare=[queue], serializer="json", priority=9)
+        queue = Queue(
+            "deadletters",
+            Exchange("deadletters", type="direct"),
+            routing_key="deadletters",
+            max_priority=9,
+        )
+        c.Producer().publish(
+            make_envelope(),
+            exchange=queue.exchange,
+            routing_key="deadletters",
+            declare=[queue],
+            serializer="json",
+            priority=9,
+        )
     assert broker.llen("deadletters\x06\x169") == 1
     assert ingest() == 1
 
@@ -158,8 +186,10 @@ def test_messages_in_priority_lists_are_drained_too(
 def test_signatures_ignore_numbers_ids_and_hex() -> None:
     a = "user 123 not found in shard 0x1f (request 6f1c3a5e-1b2c-4d5e-8f90-1234567890ab)"
     b = "user 98 not found in shard 0xa0 (request 0b0c3a5e-1b2c-4d5e-8f90-ba9876543210)"
-    assert normalise_message(a) == normalise_message(b) == (
-        "user <n> not found in shard <hex> (request <id>)"
+    assert (
+        normalise_message(a)
+        == normalise_message(b)
+        == ("user <n> not found in shard <hex> (request <id>)")
     )
     assert signature("t", "KeyError", a) == signature("t", "KeyError", b)
     assert signature("t", "KeyError", a) != signature("t", "ValueError", a)

@@ -29,15 +29,24 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def publish_many(url: str, count: int) -> set[str]:
     ids = set()
-    queue = Queue("deadletters", Exchange("deadletters", type="direct", durable=True),
-                  routing_key="deadletters")
+    queue = Queue(
+        "deadletters",
+        Exchange("deadletters", type="direct", durable=True),
+        routing_key="deadletters",
+    )
     with Connection(url) as conn:
         producer = conn.Producer()
         for _ in range(count):
             envelope = make_envelope()
             ids.add(envelope["id"])
-            producer.publish(envelope, exchange=queue.exchange, routing_key="deadletters",
-                             declare=[queue], serializer="json", delivery_mode=2)
+            producer.publish(
+                envelope,
+                exchange=queue.exchange,
+                routing_key="deadletters",
+                declare=[queue],
+                serializer="json",
+                delivery_mode=2,
+            )
     return ids
 
 
@@ -45,7 +54,10 @@ def start_monitor(*args: str) -> tuple[subprocess.Popen[bytes], Path]:
     log = DATA_DIR / f"monitor-{time.monotonic_ns()}.log"
     process = subprocess.Popen(
         [sys.executable, "manage.py", "monitor", *args],
-        cwd=ROOT, env=subprocess_env(), stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=subprocess_env(),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
     )
     return process, log
 
@@ -54,7 +66,7 @@ def test_kill_9_while_ingesting_then_restart_leaves_every_row_exactly_once(
     broker: redis.Redis, redis_server: EmbeddedRedis
 ) -> None:
     ids = publish_many(redis_server.url, 10_000)
-    monitor, log = start_monitor("--batch-size", "100")
+    monitor, _ = start_monitor("--batch-size", "100")
     try:
         wait_until(lambda: DeadLetter.objects.count() >= 1_000, timeout=60)
     finally:
@@ -63,7 +75,7 @@ def test_kill_9_while_ingesting_then_restart_leaves_every_row_exactly_once(
     stored_at_kill = DeadLetter.objects.count()
     assert stored_at_kill < 10_000, "the monitor finished before it could be killed"
 
-    monitor, log = start_monitor("--batch-size", "100")
+    monitor, _log = start_monitor("--batch-size", "100")
     try:
         wait_until(lambda: DeadLetter.objects.count() >= 10_000, timeout=120, interval=0.5)
         wait_until(lambda: dead_letter_queue_length(broker) == 0, timeout=30)

@@ -44,10 +44,14 @@ def test_the_list_paginates_without_counting_the_table(
 
     with CaptureQueriesContext(connection) as queries:
         page = operator_client.get(reverse("deadletters:list") + "?page=2").content.decode()
-    assert "demo.tasks.t6" in page and "demo.tasks.t11" not in page
+    assert "demo.tasks.t6" in page
+    assert "demo.tasks.t11" not in page
     assert not any("COUNT(" in q["sql"].upper() for q in queries.captured_queries)
-    assert not any('"traceback"' in q["sql"] for q in queries.captured_queries
-                   if "deadletters_deadletter" in q["sql"] and "LIMIT" in q["sql"].upper())
+    assert not any(
+        '"traceback"' in q["sql"]
+        for q in queries.captured_queries
+        if "deadletters_deadletter" in q["sql"] and "LIMIT" in q["sql"].upper()
+    )
 
 
 def test_an_empty_list_explains_how_to_hook_up_an_app(operator_client: Client) -> None:
@@ -57,13 +61,15 @@ def test_an_empty_list_explains_how_to_hook_up_an_app(operator_client: Client) -
 
 
 def test_the_detail_shows_arguments_traceback_and_headers(operator_client: Client) -> None:
-    dead_letter = make_dead_letter(kwargs={"customer": {"id": 7}},
-                                   headers={"x_queue": "default", "tenant": "acme"})
+    dead_letter = make_dead_letter(
+        kwargs={"customer": {"id": 7}}, headers={"x_queue": "default", "tenant": "acme"}
+    )
     page = operator_client.get(dead_letter.get_absolute_url()).content.decode()
     assert "&quot;customer&quot;: {\n    &quot;id&quot;: 7\n  }" in page  # pretty JSON
     assert "Traceback (most recent call last)" in page
     assert "tenant" in page
-    assert "Requeue" in page and "Discard" in page
+    assert "Requeue" in page
+    assert "Discard" in page
 
 
 def test_a_viewer_sees_no_action_buttons(viewer_client: Client) -> None:
@@ -74,8 +80,9 @@ def test_a_viewer_sees_no_action_buttons(viewer_client: Client) -> None:
 
 
 def test_hostile_text_is_rendered_as_text(operator_client: Client) -> None:
-    dead_letter = make_dead_letter(args=[XSS], exception_message=XSS, traceback=XSS,
-                                   task="demo.tasks.x" + XSS)
+    dead_letter = make_dead_letter(
+        args=[XSS], exception_message=XSS, traceback=XSS, task="demo.tasks.x" + XSS
+    )
     for url in (dead_letter.get_absolute_url(), reverse("deadletters:list")):
         page = operator_client.get(url).content.decode()
         assert "<script>alert(1)</script>" not in page
@@ -85,8 +92,12 @@ def test_hostile_text_is_rendered_as_text(operator_client: Client) -> None:
 
 def test_a_quarantined_row_shows_its_reason_and_raw_bytes(operator_client: Client) -> None:
     row = DeadLetter.objects.create(
-        dedupe_key="raw:1", kind="quarantined", quarantine_reason="the body is not valid JSON",
-        raw_body=b"{broken \xff", failed_at="2026-01-01T00:00:00Z", signature="s",
+        dedupe_key="raw:1",
+        kind="quarantined",
+        quarantine_reason="the body is not valid JSON",
+        raw_body=b"{broken \xff",
+        failed_at="2026-01-01T00:00:00Z",
+        signature="s",
     )
     page = operator_client.get(row.get_absolute_url()).content.decode()
     assert "the body is not valid JSON" in page

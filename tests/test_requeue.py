@@ -38,8 +38,12 @@ def test_it_requeues_with_a_new_task_id_to_the_original_queue(
     operator_client: Client, operator: User, broker: redis.Redis
 ) -> None:
     dead_letter = make_dead_letter(
-        queue="requeue-target", retries=3, priority=None, root_id="root-1",
-        eta="2020-01-01T00:00:00+00:00", expires="2020-01-02T00:00:00+00:00",
+        queue="requeue-target",
+        retries=3,
+        priority=None,
+        root_id="root-1",
+        eta="2020-01-01T00:00:00+00:00",
+        expires="2020-01-02T00:00:00+00:00",
         headers={"x_sent_at": 1.0, "x_queue": "requeue-target", "tenant": "acme"},
     )
     response = operator_client.post(reverse("deadletters:requeue", args=[dead_letter.pk]))
@@ -56,7 +60,8 @@ def test_it_requeues_with_a_new_task_id_to_the_original_queue(
     assert headers["parent_id"] == dead_letter.task_id
     assert headers["root_id"] == "root-1"
     assert headers["retries"] == 0
-    assert headers["eta"] is None and headers["expires"] is None
+    assert headers["eta"] is None
+    assert headers["expires"] is None
     assert headers["x_requeued_from"] == dead_letter.task_id
     assert headers["tenant"] == "acme"
     assert headers["x_sent_at"] > 1.0
@@ -78,7 +83,9 @@ def test_a_second_requeue_answers_409_with_who_and_when(
     assert len(queued(broker, "requeue-target")) == 1
 
 
-def test_discarding_a_requeued_row_answers_409(operator_client: Client, broker: redis.Redis) -> None:
+def test_discarding_a_requeued_row_answers_409(
+    operator_client: Client, broker: redis.Redis
+) -> None:
     dead_letter = make_dead_letter(queue="requeue-target")
     operator_client.post(reverse("deadletters:requeue", args=[dead_letter.pk]))
     response = operator_client.post(reverse("deadletters:discard", args=[dead_letter.pk]))
@@ -91,8 +98,9 @@ def test_discard_closes_the_row_and_publishes_nothing(
     operator_client: Client, operator: User, broker: redis.Redis
 ) -> None:
     dead_letter = make_dead_letter(queue="requeue-target")
-    response = operator_client.post(reverse("deadletters:discard", args=[dead_letter.pk]),
-                                    HTTP_HX_REQUEST="true")
+    response = operator_client.post(
+        reverse("deadletters:discard", args=[dead_letter.pk]), HTTP_HX_REQUEST="true"
+    )
     assert response.status_code == 200
     assert response["HX-Trigger"] == "deadletter-changed"
     assert b"Discarded" in response.content
@@ -172,18 +180,29 @@ def test_twenty_concurrent_requeues_publish_exactly_one_message(
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     login_page = opener.open(f"{base}/login/").read().decode()
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page).group(1)  # type: ignore[union-attr]
-    opener.open(f"{base}/login/", urllib.parse.urlencode({
-        "username": "olivia", "password": "correct horse battery staple",
-        "csrfmiddlewaretoken": token}).encode())
-    csrf = next(c.value for c in jar if c.name == "csrftoken")
+    opener.open(
+        f"{base}/login/",
+        urllib.parse.urlencode(
+            {
+                "username": "olivia",
+                "password": "correct horse battery staple",
+                "csrfmiddlewaretoken": token,
+            }
+        ).encode(),
+    )
+    csrf = next(str(c.value) for c in jar if c.name == "csrftoken")
 
     url = f"{base}{reverse('deadletters:requeue', args=[dead_letter.pk])}"
     statuses: list[int] = []
     barrier = threading.Barrier(20)
 
     def click() -> None:
-        request = urllib.request.Request(url, data=b"", method="POST", headers={
-            "X-CSRFToken": csrf, "HX-Request": "true", "Referer": base + "/"})
+        request = urllib.request.Request(
+            url,
+            data=b"",
+            method="POST",
+            headers={"X-CSRFToken": csrf, "HX-Request": "true", "Referer": base + "/"},
+        )
         barrier.wait()
         try:
             statuses.append(opener.open(request, timeout=60).status)
@@ -234,5 +253,6 @@ def test_a_requeued_task_that_fails_again_is_chained_to_its_origin(
     assert second.requeued_from_task_id == first.task_id
 
     page = operator_client.get(reverse("deadletters:detail", args=[second.pk])).content.decode()
-    assert first.task_id in page and second.task_id in page
+    assert first.task_id in page
+    assert second.task_id in page
     assert "requeued as" in page

@@ -18,7 +18,11 @@ def _load_settings(**overrides: str) -> subprocess.CompletedProcess[str]:
     environment.update(overrides)
     return subprocess.run(
         [sys.executable, "-c", "import dashboard.settings as s; print(s.DEBUG)"],
-        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -48,8 +52,9 @@ def test_a_boolean_that_is_not_a_boolean_is_an_error(monkeypatch: pytest.MonkeyP
         env.env_bool("SOME_FLAG", False)
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("1", True), ("Yes", True), ("off", False),
-                                               ("FALSE", False)])
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("1", True), ("Yes", True), ("off", False), ("FALSE", False)]
+)
 def test_booleans_accept_the_usual_spellings(
     monkeypatch: pytest.MonkeyPatch, raw: str, expected: bool
 ) -> None:

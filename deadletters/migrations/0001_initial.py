@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,51 +15,127 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='DeadLetter',
+            name="DeadLetter",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('dedupe_key', models.CharField(max_length=200, unique=True)),
-                ('envelope_version', models.PositiveSmallIntegerField(null=True)),
-                ('task_id', models.CharField(blank=True, db_index=True, max_length=255)),
-                ('task_name', models.CharField(blank=True, max_length=255)),
-                ('args', models.JSONField(default=list)),
-                ('kwargs', models.JSONField(default=dict)),
-                ('lossy', models.BooleanField(default=False)),
-                ('queue', models.CharField(blank=True, max_length=255)),
-                ('exchange', models.CharField(blank=True, max_length=255)),
-                ('routing_key', models.CharField(blank=True, max_length=255)),
-                ('priority', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('retries', models.PositiveIntegerField(default=0)),
-                ('root_id', models.CharField(blank=True, max_length=255)),
-                ('parent_id', models.CharField(blank=True, max_length=255)),
-                ('group_id', models.CharField(blank=True, max_length=255)),
-                ('eta', models.DateTimeField(blank=True, null=True)),
-                ('expires', models.DateTimeField(blank=True, null=True)),
-                ('headers', models.JSONField(default=dict)),
-                ('worker', models.CharField(blank=True, max_length=255)),
-                ('kind', models.CharField(choices=[('exception', 'Exception'), ('time_limit', 'Time limit'), ('worker_lost', 'Worker lost'), ('unknown_task', 'Unknown task'), ('rejected', 'Rejected'), ('quarantined', 'Quarantined')], max_length=20)),
-                ('exception_type', models.CharField(blank=True, max_length=255)),
-                ('exception_message', models.TextField(blank=True)),
-                ('traceback', models.TextField(blank=True)),
-                ('failed_at', models.DateTimeField()),
-                ('received_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('signature', models.CharField(help_text='task + exception type + normalised message', max_length=40)),
-                ('content_type', models.CharField(blank=True, max_length=255)),
-                ('raw_body', models.BinaryField(blank=True, null=True)),
-                ('quarantine_reason', models.TextField(blank=True)),
-                ('requeued_from_task_id', models.CharField(blank=True, max_length=255)),
-                ('state', models.CharField(choices=[('open', 'Open'), ('requeued', 'Requeued'), ('discarded', 'Discarded')], default='open', max_length=20)),
-                ('requeue_task_id', models.CharField(blank=True, max_length=255)),
-                ('requeued_at', models.DateTimeField(blank=True, null=True)),
-                ('discarded_at', models.DateTimeField(blank=True, null=True)),
-                ('discarded_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('requeued_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('requeued_from', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='requeued_as', to='deadletters.deadletter')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("dedupe_key", models.CharField(max_length=200, unique=True)),
+                ("envelope_version", models.PositiveSmallIntegerField(null=True)),
+                ("task_id", models.CharField(blank=True, db_index=True, max_length=255)),
+                ("task_name", models.CharField(blank=True, max_length=255)),
+                ("args", models.JSONField(default=list)),
+                ("kwargs", models.JSONField(default=dict)),
+                ("lossy", models.BooleanField(default=False)),
+                ("queue", models.CharField(blank=True, max_length=255)),
+                ("exchange", models.CharField(blank=True, max_length=255)),
+                ("routing_key", models.CharField(blank=True, max_length=255)),
+                ("priority", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("retries", models.PositiveIntegerField(default=0)),
+                ("root_id", models.CharField(blank=True, max_length=255)),
+                ("parent_id", models.CharField(blank=True, max_length=255)),
+                ("group_id", models.CharField(blank=True, max_length=255)),
+                ("eta", models.DateTimeField(blank=True, null=True)),
+                ("expires", models.DateTimeField(blank=True, null=True)),
+                ("headers", models.JSONField(default=dict)),
+                ("worker", models.CharField(blank=True, max_length=255)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("exception", "Exception"),
+                            ("time_limit", "Time limit"),
+                            ("worker_lost", "Worker lost"),
+                            ("unknown_task", "Unknown task"),
+                            ("rejected", "Rejected"),
+                            ("quarantined", "Quarantined"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("exception_type", models.CharField(blank=True, max_length=255)),
+                ("exception_message", models.TextField(blank=True)),
+                ("traceback", models.TextField(blank=True)),
+                ("failed_at", models.DateTimeField()),
+                (
+                    "received_at",
+                    models.DateTimeField(db_default=django.db.models.functions.datetime.Now()),
+                ),
+                (
+                    "signature",
+                    models.CharField(
+                        help_text="task + exception type + normalised message", max_length=40
+                    ),
+                ),
+                ("content_type", models.CharField(blank=True, max_length=255)),
+                ("raw_body", models.BinaryField(blank=True, null=True)),
+                ("quarantine_reason", models.TextField(blank=True)),
+                ("requeued_from_task_id", models.CharField(blank=True, max_length=255)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("open", "Open"),
+                            ("requeued", "Requeued"),
+                            ("discarded", "Discarded"),
+                        ],
+                        default="open",
+                        max_length=20,
+                    ),
+                ),
+                ("requeue_task_id", models.CharField(blank=True, max_length=255)),
+                ("requeued_at", models.DateTimeField(blank=True, null=True)),
+                ("discarded_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "discarded_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "requeued_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "requeued_from",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="requeued_as",
+                        to="deadletters.deadletter",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-failed_at', '-id'],
-                'permissions': [('requeue_deadletter', 'Can requeue dead letters'), ('discard_deadletter', 'Can discard dead letters')],
-                'indexes': [models.Index(fields=['-failed_at', '-id'], name='dl_failed_at'), models.Index(fields=['state', '-failed_at'], name='dl_state_failed_at'), models.Index(fields=['task_name', '-failed_at'], name='dl_task_failed_at'), models.Index(fields=['queue', '-failed_at'], name='dl_queue_failed_at'), models.Index(fields=['exception_type', '-failed_at'], name='dl_exc_failed_at'), models.Index(fields=['signature', '-failed_at'], name='dl_signature_failed_at'), models.Index(fields=['worker', '-failed_at'], name='dl_worker_failed_at'), models.Index(fields=['requeue_task_id'], name='dl_requeue_task_id')],
+                "ordering": ["-failed_at", "-id"],
+                "permissions": [
+                    ("requeue_deadletter", "Can requeue dead letters"),
+                    ("discard_deadletter", "Can discard dead letters"),
+                ],
+                "indexes": [
+                    models.Index(fields=["-failed_at", "-id"], name="dl_failed_at"),
+                    models.Index(fields=["state", "-failed_at"], name="dl_state_failed_at"),
+                    models.Index(fields=["task_name", "-failed_at"], name="dl_task_failed_at"),
+                    models.Index(fields=["queue", "-failed_at"], name="dl_queue_failed_at"),
+                    models.Index(fields=["exception_type", "-failed_at"], name="dl_exc_failed_at"),
+                    models.Index(fields=["signature", "-failed_at"], name="dl_signature_failed_at"),
+                    models.Index(fields=["worker", "-failed_at"], name="dl_worker_failed_at"),
+                    models.Index(fields=["requeue_task_id"], name="dl_requeue_task_id"),
+                ],
             },
         ),
     ]

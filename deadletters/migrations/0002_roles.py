@@ -3,9 +3,7 @@
 from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
-VIEWER = ["deadletters.view_deadletter"]
-OPERATOR = [*VIEWER, "deadletters.requeue_deadletter", "deadletters.discard_deadletter",
-            "deadletters.change_deadletter"]
+from deadletters.roles import sync_roles
 
 
 def create_roles(apps, schema_editor):
@@ -14,15 +12,7 @@ def create_roles(apps, schema_editor):
         app_config.models_module = True
         create_permissions(app_config, apps=apps, verbosity=0)
         app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for name, perms in (("Viewer", VIEWER), ("Operator", OPERATOR)):
-        group, _ = Group.objects.get_or_create(name=name)
-        for dotted in perms:
-            app_label, codename = dotted.split(".")
-            group.permissions.add(
-                Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            )
+    sync_roles(apps)
 
 
 class Migration(migrations.Migration):

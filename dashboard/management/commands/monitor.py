@@ -39,5 +39,8 @@ class Command(BaseCommand):
         totals = monitor.run(until_empty=options["until_empty"])
         logger.info(
             "monitor stopped: %d received, %d stored, %d duplicates, %d quarantined",
-            totals.received, totals.stored, totals.duplicates, totals.quarantined,
+            totals.received,
+            totals.stored,
+            totals.duplicates,
+            totals.quarantined,
         )

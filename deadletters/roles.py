@@ -1,0 +1,34 @@
+"""The Viewer and Operator groups and the permissions each holds.
+
+Applied by a migration, and again after every migrate (and test flush) so that
+permissions added later reach the groups without a hand edit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ROLES: dict[str, list[str]] = {
+    "Viewer": ["deadletters.view_deadletter"],
+    "Operator": [
+        "deadletters.view_deadletter",
+        "deadletters.change_deadletter",
+        "deadletters.requeue_deadletter",
+        "deadletters.discard_deadletter",
+    ],
+}
+
+
+def sync_roles(apps: Any) -> None:
+    """Create the groups and grant their permissions (with historical or live apps)."""
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    for name, perms in ROLES.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        for dotted in perms:
+            app_label, codename = dotted.split(".")
+            permission = Permission.objects.filter(
+                content_type__app_label=app_label, codename=codename
+            ).first()
+            if permission is not None:
+                group.permissions.add(permission)

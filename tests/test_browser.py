@@ -1,0 +1,132 @@
+"""The pages in a real headless Chromium (Debian's package, driven by Playwright)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from deadletters.models import DeadLetter
+from tests.conftest import make_dead_letter, make_user, need
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+PASSWORD = "correct horse battery staple"
+XSS = '<script>alert(1)</script>"><img src=x onerror=alert(1)>'
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    need(executable is not None, "Chromium is not installed here (apt-get install chromium)")
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the
+    # tests make around it are ordinary synchronous ones.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context()
+    page = context.new_page()
+    dialogs: list[str] = []
+
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    page.dialogs = dialogs
+    yield page
+    context.close()
+
+
+def log_in(page: Any, base: str, username: str) -> None:
+    page.goto(f"{base}/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/")
+
+
+def test_an_operator_finds_a_dead_letter_and_requeues_it(
+    page: Any, live_server: Any, broker: redis.Redis
+) -> None:
+    make_user("olivia", group="Operator")
+    dead_letter = make_dead_letter(queue="requeue-target", task="demo.tasks.resize_image")
+    log_in(page, live_server.url, "olivia")
+
+    page.click("text=Dead letters")
+    page.click("text=demo.tasks.resize_image")
+    page.wait_for_url(f"{live_server.url}{dead_letter.get_absolute_url()}")
+    page.click("button:has-text('Requeue')")
+
+    page.wait_for_selector("#actions :text('Requeued as')")
+    assert page.locator("button:has-text('Requeue')").count() == 0
+    assert "<html" not in page.inner_html("#actions")  # the fragment was swapped in place
+    dead_letter.refresh_from_db()
+    assert dead_letter.state == DeadLetter.State.REQUEUED
+    assert page.locator(f"text={dead_letter.requeue_task_id}").count() >= 1
+    assert broker.llen("requeue-target") == 1
+
+
+def test_a_second_operator_is_told_who_got_there_first(
+    page: Any, live_server: Any, broker: redis.Redis
+) -> None:
+    make_user("olivia", group="Operator")
+    dead_letter = make_dead_letter(queue="requeue-target")
+    log_in(page, live_server.url, "olivia")
+    page.goto(f"{live_server.url}{dead_letter.get_absolute_url()}")
+    # Somebody else discards it while this page is open.
+    DeadLetter.objects.filter(pk=dead_letter.pk).update(state="discarded")
+    page.click("button:has-text('Requeue')")
+    page.wait_for_selector("#actions [role=alert]")
+    assert "Already discarded" in page.inner_text("#actions [role=alert]")
+    assert broker.llen("requeue-target") == 0
+
+
+def test_a_viewer_sees_no_buttons(page: Any, live_server: Any) -> None:
+    make_user("victor", group="Viewer")
+    dead_letter = make_dead_letter()
+    log_in(page, live_server.url, "victor")
+    page.goto(f"{live_server.url}{dead_letter.get_absolute_url()}")
+    assert page.locator("#actions").count() == 1
+    assert page.locator("#actions button").count() == 0
+
+
+def test_hostile_text_never_runs(page: Any, live_server: Any) -> None:
+    make_user("olivia", group="Operator")
+    dead_letter = make_dead_letter(
+        args=[XSS],
+        kwargs={"note": XSS},
+        exception_message=XSS,
+        traceback=XSS,
+        task="demo.tasks.x" + XSS,
+    )
+    log_in(page, live_server.url, "olivia")
+    for path in ("/deadletters/", dead_letter.get_absolute_url()):
+        page.goto(f"{live_server.url}{path}")
+        page.wait_for_load_state("networkidle")
+    assert page.dialogs == []
+    assert page.locator("img[src=x]").count() == 0
+    assert "<script>alert(1)</script>" in page.inner_text("main")
