@@ -53,31 +53,20 @@ class EmbeddedRedis:
     def start(self, timeout: float = 15.0) -> str:
         self.directory.mkdir(parents=True, exist_ok=True)
         log = open(self.directory / f"redis-{self.port}.log", "ab")  # noqa: SIM115 - the child keeps it
-        self.process = subprocess.Popen(
-            # fmt: off
-            [
-                redis_server_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",  # no snapshots while running; one at stop()
-                "--appendonly",
-                "no",
-                "--dbfilename",
-                "dump.rdb",
-                "--dir",
-                str(self.directory),
-                "--daemonize",
-                "no",
-                "--protected-mode",
-                "yes",
-            ],
-            # fmt: on
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        # fmt: off
+        command = [
+            redis_server_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",  # no snapshots while running; one at stop()
+            "--appendonly", "no",
+            "--dbfilename", "dump.rdb",
+            "--dir", str(self.directory),
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+        ]
+        # fmt: on
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout

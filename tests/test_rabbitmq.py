@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 from celery import Celery
-from kombu import Connection
+from kombu import Connection, Queue
 
 from deadletters import hook
 from deadletters.models import DeadLetter
@@ -86,8 +86,8 @@ def test_envelopes_published_with_confirms_are_ingested_once(
     quarantined = DeadLetter.objects.get(kind="quarantined")
     assert bytes(quarantined.raw_body or b"") == b"\x80\x04pickled"
     with Connection(rabbitmq_url) as conn:
-        _, ready, consumers = conn.channel().queue_declare(queue_name, passive=True)
-    assert ready == 0
+        declared = Queue(queue_name, channel=conn.channel()).queue_declare(passive=True)
+    assert declared.message_count == 0
 
 
 @pytest.mark.django_db(transaction=True)
