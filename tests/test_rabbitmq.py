@@ -55,7 +55,7 @@ def queue_name(
     settings.DEADLETTERS_QUEUE = name  # type: ignore[attr-defined]
     yield name
     with Connection(rabbitmq_url) as conn:
-        channel = conn.channel()
+        channel: Any = conn.channel()
         channel.queue_delete(name)
         channel.exchange_delete(name)
 
