@@ -1,4 +1,5 @@
-"""The monitor process: drains the dead-letter queue into the database.
+"""The monitor process: drains the dead-letter queue into the database, and
+runs the periodic jobs (``dashboard.scheduler``) beside it.
 
 It survives its neighbours: a broker or database that goes away is waited for
 and reconnected, a batch is acked only after its commit, and SIGTERM finishes
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import close_old_connections
 
+from dashboard.scheduler import Scheduler, scheduled_jobs
 from deadletters.inbox import Inbox, open_inbox
 from deadletters.ingest import UNAVAILABLE, BatchResult, store_batch
 
@@ -46,7 +48,22 @@ class Monitor:
     totals: Totals = field(default_factory=Totals)
 
     def run(self, *, until_empty: bool = False) -> Totals:
-        """Ingest until stopped (or, with ``until_empty``, until the queue is empty)."""
+        """Ingest and run the jobs until stopped.
+
+        With ``until_empty`` it only ingests, until the dead-letter queue is empty.
+        """
+        scheduler = None
+        if not until_empty:
+            scheduler = Scheduler(scheduled_jobs(), self.stop)
+            scheduler.start()
+        try:
+            return self._ingest(until_empty=until_empty)
+        finally:
+            if scheduler is not None:
+                self.stop.set()
+                scheduler.join(10)
+
+    def _ingest(self, *, until_empty: bool) -> Totals:
         backoff = 0.5
         while not self.stop.is_set():
             inbox: Inbox | None = None
