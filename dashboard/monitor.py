@@ -14,13 +14,17 @@ import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 
 from dashboard.scheduler import Scheduler, scheduled_jobs
+from dashboard.status import record_failure, record_success
 from deadletters.inbox import Inbox, open_inbox
 from deadletters.ingest import UNAVAILABLE, BatchResult, store_batch
 
 logger = logging.getLogger("dashboard.monitor")
+
+INGEST_COLLECTOR = "ingest"
+STATUS_EVERY_SECONDS = 5.0
 
 
 @dataclass
@@ -46,6 +50,7 @@ class Monitor:
     batch_size: int = field(default_factory=lambda: settings.DEADLETTERS_BATCH_SIZE)
     lease_seconds: int = field(default_factory=lambda: settings.DEADLETTERS_LEASE_SECONDS)
     totals: Totals = field(default_factory=Totals)
+    _reported_at: float = 0.0
 
     def run(self, *, until_empty: bool = False) -> Totals:
         """Ingest and run the jobs until stopped.
@@ -79,6 +84,7 @@ class Monitor:
                     break
             except Exception as exc:
                 logger.warning("broker unreachable (%s); retrying in %.1fs", exc, backoff)
+                self._report(error=exc)
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
             finally:
@@ -100,10 +106,27 @@ class Monitor:
                 inbox.ack()
             elif until_empty:
                 return True
+            self._report()
             if time.monotonic() >= next_recover:
                 inbox.recover()
                 next_recover = time.monotonic() + self.lease_seconds / 2
         return True
+
+    def _report(self, error: BaseException | None = None) -> None:
+        """Mark the ingest collector alive (at most every few seconds) or failing."""
+        now = time.monotonic()
+        if error is None and now - self._reported_at < STATUS_EVERY_SECONDS:
+            return
+        try:
+            if error is None:
+                record_success(INGEST_COLLECTOR)
+            else:
+                record_failure(INGEST_COLLECTOR, error)
+            self._reported_at = now if error is None else 0.0
+        except DatabaseError as exc:
+            logger.warning("could not record the ingest status: %s", exc)
+        finally:
+            close_old_connections()
 
     def _store(self, messages: list, inbox: Inbox) -> bool:
         backoff = 0.5

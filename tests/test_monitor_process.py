@@ -122,3 +122,36 @@ def test_it_reconnects_when_the_broker_comes_back(
         monitor.terminate()
         monitor.wait(15)
     assert "broker unreachable" in log.read_text()
+
+
+def test_the_ingest_collector_says_since_when_the_broker_is_away(
+    broker: redis.Redis, redis_server: EmbeddedRedis
+) -> None:
+    from dashboard.models import CollectorStatus
+
+    monitor, _ = start_monitor()
+    try:
+        wait_until(lambda: CollectorStatus.objects.filter(name="ingest").exists(), timeout=30)
+        assert CollectorStatus.objects.get(name="ingest").failing_since is None
+        redis_server.stop()
+        try:
+            status = wait_until(
+                lambda: CollectorStatus.objects.filter(
+                    name="ingest", failing_since__isnull=False
+                ).first(),
+                timeout=30,
+            )
+            first_failure = status.failing_since
+            time.sleep(2)  # more failed attempts must not move "since"
+            status.refresh_from_db()
+            assert status.failing_since == first_failure
+            assert status.last_error
+        finally:
+            redis_server.start()
+        wait_until(
+            lambda: CollectorStatus.objects.filter(name="ingest", failing_since=None).exists(),
+            timeout=60,
+        )
+    finally:
+        monitor.terminate()
+        monitor.wait(15)
