@@ -33,3 +33,30 @@ class CollectorStatus(models.Model):
         if self.last_success_at is None:
             return None
         return (now - self.last_success_at).total_seconds()
+
+
+class AuditEvent(models.Model):
+    """One action an operator took: who, what, on which ids or filter, why, when."""
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Kept as text too: the audit outlives a deleted account.
+    username = models.CharField(max_length=150, blank=True, db_index=True)
+    action = models.CharField(max_length=64, db_index=True)
+    # What it acted on: "deadletter", "queue", "worker", "task".
+    target_type = models.CharField(max_length=32, blank=True)
+    target_ids = models.JSONField(default=list, blank=True)
+    # The filter that defined a bulk action, as the query string the operator saw.
+    target_filter = models.TextField(blank=True)
+    count = models.PositiveIntegerField(default=0)
+    reason = models.TextField(blank=True)
+    # Before/after of an edit, the workers that replied, the outcome of a batch.
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.username or 'system'} {self.action} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -1,0 +1,61 @@
+"""Writing the audit: one row and one structured log line per operator action."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+from dashboard.models import AuditEvent
+
+logger = logging.getLogger("dashboard.audit")
+
+AnyUser = AbstractBaseUser | AnonymousUser
+
+
+def record(
+    *,
+    user: AnyUser | None,
+    action: str,
+    target_type: str = "",
+    target_ids: Sequence[Any] = (),
+    target_filter: str = "",
+    count: int | None = None,
+    reason: str = "",
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Store the event; callers pass values already redacted for display."""
+    authenticated = user is not None and user.is_authenticated
+    ids = [str(i) for i in target_ids]
+    event = AuditEvent.objects.create(
+        user_id=user.pk if authenticated and user is not None else None,
+        username=user.get_username() if authenticated and user is not None else "",
+        action=action,
+        target_type=target_type,
+        target_ids=ids,
+        target_filter=target_filter,
+        count=len(ids) if count is None else count,
+        reason=reason,
+        details=details or {},
+    )
+    logger.info(
+        "%s",
+        json.dumps(
+            {
+                "event": "audit",
+                "audit_id": event.pk,
+                "user": event.username or None,
+                "action": action,
+                "target_type": target_type,
+                "target_ids": ids[:100],
+                "target_filter": target_filter,
+                "count": event.count,
+                "reason": reason,
+            },
+            default=str,
+        ),
+    )
+    return event
