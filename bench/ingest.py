@@ -497,13 +497,14 @@ def _check_stored(count: int) -> None:
 
 
 def _empty_table() -> None:
+    """Empty every dead-letter table (rows, aggregates, search) between two runs."""
+    from django.apps import apps
     from django.db import connection
 
-    from deadletters.models import DeadLetter
-
-    table = connection.ops.quote_name(DeadLetter._meta.db_table)
     with connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {table}")  # noqa: S608 - the model's own table name
+        for model in apps.get_app_config("deadletters").get_models():
+            table = connection.ops.quote_name(model._meta.db_table)
+            cursor.execute(f"DELETE FROM {table}")  # noqa: S608 - the models' own tables
     if connection.vendor == "postgresql":
         # Dead tuples from the run before must not slow the next one down.
         with connection.cursor() as cursor:

@@ -104,6 +104,8 @@ class Monitor:
                 if not self._store(messages, inbox):
                     return True  # stopped while the database was away: not acked
                 inbox.ack()
+                if until_empty and len(messages) < self.batch_size:
+                    return True  # a short batch: the queue was empty
             elif until_empty:
                 return True
             self._report()

@@ -27,7 +27,11 @@ class Job:
 
 def scheduled_jobs() -> list[Job]:
     """Every periodic job of the monitor; each capability adds its own here."""
-    return []
+    from deadletters import search
+
+    return [
+        Job("search-index", 1.0, search.index_all_pending),
+    ]
 
 
 class Scheduler(threading.Thread):

@@ -134,12 +134,13 @@ def parse(message: InboundMessage) -> dict[str, Any]:
     if missing:
         return quarantined(message, f"the envelope lacks {', '.join(missing)}")
     try:
-        return _row(envelope)
+        # JSON can carry a NUL only as this escape: skip the walk when it is absent.
+        return _row(envelope, strip_nul=b"\\u0000" in message.body)
     except (TypeError, ValueError, binascii.Error) as exc:
         return quarantined(message, f"the envelope has a bad field: {exc}")
 
 
-def _row(envelope: dict[str, Any]) -> dict[str, Any]:
+def _row(envelope: dict[str, Any], *, strip_nul: bool) -> dict[str, Any]:
     args, kwargs = envelope["args"], envelope["kwargs"]
     if not isinstance(args, list):
         raise ValueError("args is not a list")
@@ -151,12 +152,15 @@ def _row(envelope: dict[str, Any]) -> dict[str, Any]:
     failed_at = _parse_time(envelope["failed_at"])
     if failed_at is None:
         raise ValueError("failed_at is empty")
-    args, args_changed = _clean(args)
-    kwargs, kwargs_changed = _clean(kwargs)
+    args_changed = kwargs_changed = False
+    if strip_nul:
+        args, args_changed = _clean(args)
+        kwargs, kwargs_changed = _clean(kwargs)
     headers = envelope.get("headers") or {}
     if not isinstance(headers, dict):
         raise ValueError("headers is not an object")
-    headers, _ = _clean(headers)
+    if strip_nul:
+        headers, _ = _clean(headers)
     priority = envelope.get("priority")
     if priority is not None and not (isinstance(priority, int) and 0 <= priority <= 255):
         raise ValueError(f"priority {priority!r} is not 0..255")

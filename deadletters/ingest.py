@@ -1,20 +1,47 @@
-"""Storing batches of dead letters: one transaction a batch, one row a failure."""
+"""Storing batches of dead letters: one transaction a batch, one row a failure.
+
+The aggregates that pages and /metrics read (groups, hourly counts, counters
+per task and queue) are updated in the same transaction, from exactly the rows
+that the batch inserted: a redelivery, or a row another monitor stored first,
+counts nothing.
+
+The insert is written by hand, not with ``bulk_create``: Django prepares every
+value of every column one by one, and that, not the database, was where a batch
+spent its time (docs/benchmarks.md).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
 from typing import Any
 
-from django.db import DatabaseError, InterfaceError, OperationalError, transaction
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    models,
+    transaction,
+)
+from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from deadletters.envelope import InboundMessage, parse, quarantined
 from deadletters.models import DeadLetter
+from deadletters.search import queue_for_index
 
 logger = logging.getLogger("deadletters.ingest")
 
 # Errors that say "the database is away", as opposed to "this row is bad".
 UNAVAILABLE = (OperationalError, InterfaceError)
+
+TABLE = DeadLetter._meta.db_table
 
 
 @dataclass
@@ -32,16 +59,17 @@ def store_batch(messages: list[InboundMessage]) -> BatchResult:
     caller keeps the batch unacked and tries again.
     """
     result = BatchResult(received=len(messages))
+    now = timezone.now()
     rows: dict[str, tuple[dict[str, Any], InboundMessage]] = {}
     for message in messages:
         row = parse(message)
         if row["dedupe_key"] in rows:
             result.duplicates += 1
         else:
-            rows[row["dedupe_key"]] = (row, message)
+            rows[row["dedupe_key"]] = (_complete(row, now), message)
     try:
         with transaction.atomic():
-            _insert([row for row, _ in rows.values()], result)
+            _store([row for row, _ in rows.values()], result)
     except UNAVAILABLE:
         raise
     except DatabaseError as exc:
@@ -53,40 +81,240 @@ def store_batch(messages: list[InboundMessage]) -> BatchResult:
             for row, message in rows.values():
                 try:
                     with transaction.atomic():
-                        _insert([row], result)
+                        _store([row], result)
                 except UNAVAILABLE:
                     raise
                 except DatabaseError as row_exc:
+                    refused = _complete(
+                        quarantined(message, f"could not be stored: {row_exc}"), now
+                    )
                     with transaction.atomic():
-                        _insert([quarantined(message, f"could not be stored: {row_exc}")], result)
+                        _store([refused], result)
     return result
 
 
-def _insert(rows: list[dict[str, Any]], result: BatchResult) -> None:
+def _complete(row: dict[str, Any], now: datetime) -> dict[str, Any]:
+    row["received_at"] = now
+    row["search_text"] = search_text(row)
+    return row
+
+
+# Every character costs the trigram index about one entry at insert time; this
+# much covers the ids, the message and the head of the arguments.
+SEARCH_TEXT_LIMIT = 512
+
+
+def search_text(row: dict[str, Any]) -> str:
+    """What the list's free-text search matches: task id, message, args, kwargs."""
+    parts = [
+        row.get("task_id", ""),
+        (row.get("exception_message") or "")[:200],
+        json.dumps(row.get("args", []), ensure_ascii=False, separators=(",", ":"))[:300],
+        json.dumps(row.get("kwargs", {}), ensure_ascii=False, separators=(",", ":"))[:300],
+    ]
+    return " ".join(parts).lower()[:SEARCH_TEXT_LIMIT]
+
+
+def _store(rows: list[dict[str, Any]], result: BatchResult) -> None:
+    _link_origins(rows)
+    inserted = _insert_postgresql(rows) if connection.vendor == "postgresql" else _insert(rows)
+    result.stored += len(inserted)
+    result.duplicates += len(rows) - len(inserted)
+    result.quarantined += sum(1 for row in inserted if row["kind"] == DeadLetter.Kind.QUARANTINED)
+    count_received(inserted)
+
+
+def _link_origins(rows: list[dict[str, Any]]) -> None:
+    """Point a requeued task's new failure at the dead letter it came from."""
+    origins = {row["requeued_from_task_id"] for row in rows if row.get("requeued_from_task_id")}
+    if not origins:
+        return
+    ids = dict(
+        DeadLetter.objects.filter(task_id__in=origins).order_by("id").values_list("task_id", "id")
+    )
+    for row in rows:
+        row["requeued_from_id"] = ids.get(row.get("requeued_from_task_id") or "")
+
+
+# --- the insert ---------------------------------------------------------------
+
+
+@cache
+def _columns() -> list[models.Field[Any, Any]]:
+    return [field for field in DeadLetter._meta.concrete_fields if not field.primary_key]
+
+
+@cache
+def _plan(vendor: str) -> list[tuple[str, Any, Callable[[Any], Any] | None]]:
+    """For each column: the row key, its default, and the adaptation it needs, if any.
+
+    Only JSON (and, on SQLite, datetimes) needs adapting; everything else goes to
+    the driver as it is. Worked out once: per value, this was most of a batch.
+    """
+    plan = []
+    for field in _columns():
+        convert: Callable[[Any], Any] | None = None
+        if isinstance(field, models.JSONField):
+            convert = Jsonb if vendor == "postgresql" else _json_text
+        elif isinstance(field, models.DateTimeField) and vendor != "postgresql":
+            convert = connection.ops.adapt_datetimefield_value
+        default = None if field.null and not field.has_default() else field.get_default()
+        plan.append((field.attname, default, convert))
+    return plan
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _values(row: dict[str, Any]) -> list[Any]:
+    values = []
+    for key, default, convert in _plan(connection.vendor):
+        value = row.get(key, default)
+        if convert is not None and value is not None:
+            value = convert(value)
+        values.append(value)
+    return values
+
+
+def _column_list() -> str:
+    quote = connection.ops.quote_name
+    return ", ".join(quote(field.get_attname_column()[1]) for field in _columns())
+
+
+def _insert(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """SQLite: the transaction holds the only write lock, so a check then insert is exact."""
     keys = [row["dedupe_key"] for row in rows]
     existing = set(
         DeadLetter.objects.filter(dedupe_key__in=keys).values_list("dedupe_key", flat=True)
     )
     new = [row for row in rows if row["dedupe_key"] not in existing]
-    result.duplicates += len(rows) - len(new)
-    origins = {row["requeued_from_task_id"] for row in new if row.get("requeued_from_task_id")}
-    origin_ids = (
-        dict(
-            DeadLetter.objects.filter(task_id__in=origins)
-            .order_by("id")
-            .values_list("task_id", "id")
+    if new:
+        placeholders = ", ".join(["%s"] * len(_columns()))
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                f"INSERT INTO {TABLE} ({_column_list()}) VALUES ({placeholders}) "  # noqa: S608 - our own column names
+                "ON CONFLICT (dedupe_key) DO NOTHING",
+                [_values(row) for row in new],
+            )
+    return new
+
+
+def _insert_postgresql(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """COPY into a temporary table, then one INSERT that says which rows were new.
+
+    The new rows' ids go to the search outbox; the trigram index is kept up by
+    the monitor's indexer (deadletters.search), not here.
+    """
+    columns = _column_list()
+    with connection.cursor() as cursor:
+        # Our own table and column names, never input.
+        create = f"CREATE TEMPORARY TABLE IF NOT EXISTS deadletters_incoming ON COMMIT DELETE ROWS AS SELECT {columns} FROM {TABLE} WITH NO DATA"  # noqa: E501, S608
+        cursor.execute(create)
+        with cursor.cursor.copy(f"COPY deadletters_incoming ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(_values(row))
+        cursor.execute(
+            f"INSERT INTO {TABLE} ({columns}) SELECT {columns} FROM deadletters_incoming "  # noqa: S608
+            "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key"
         )
-        if origins
-        else {}
-    )
-    objects = []
-    for row in new:
-        obj = DeadLetter(**row)
-        obj.requeued_from_id = origin_ids.get(row.get("requeued_from_task_id") or "")
-        objects.append(obj)
-        if row["kind"] == DeadLetter.Kind.QUARANTINED:
-            result.quarantined += 1
-    # ignore_conflicts: another monitor may have stored the same failure
-    # between our check and this insert.
-    DeadLetter.objects.bulk_create(objects, ignore_conflicts=True)
-    result.stored += len(objects)
+        inserted = dict(cursor.fetchall())
+        cursor.execute("TRUNCATE deadletters_incoming")
+    queue_for_index(list(inserted))
+    keys = set(inserted.values())
+    return [row for row in rows if row["dedupe_key"] in keys]
+
+
+# --- the aggregates --------------------------------------------------------------
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def count_received(rows: Iterable[dict[str, Any]]) -> None:
+    """Add newly stored (open) rows to the groups, the hourly counts and the counters."""
+    groups: dict[str, dict[str, Any]] = {}
+    hours: dict[tuple[str, datetime], int] = defaultdict(int)
+    stats: dict[tuple[str, str], int] = defaultdict(int)
+    for row in rows:
+        failed_at = row["failed_at"]
+        group = groups.get(row["signature"])
+        if group is None:
+            group = groups[row["signature"]] = {
+                "task_name": row.get("task_name", ""),
+                "exception_type": row.get("exception_type", ""),
+                "n": 0,
+                "first": failed_at,
+                "last": failed_at,
+                "message": row.get("exception_message", ""),
+                "queue": row.get("queue", ""),
+            }
+        group["n"] += 1
+        group["first"] = min(group["first"], failed_at)
+        if failed_at >= group["last"]:
+            group["last"] = failed_at
+            group["message"] = row.get("exception_message", "")
+            group["queue"] = row.get("queue", "")
+        hours[(row["signature"], _hour(failed_at))] += 1
+        stats[(row.get("task_name", ""), row.get("queue", ""))] += 1
+    if not groups:
+        return
+    dt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            _GROUP_UPSERT,
+            [
+                (
+                    sig,
+                    g["task_name"],
+                    g["exception_type"],
+                    g["message"][:2000],
+                    g["queue"],
+                    g["n"],
+                    g["n"],
+                    dt(g["first"]),
+                    dt(g["last"]),
+                )
+                for sig, g in groups.items()
+            ],
+        )
+        cursor.executemany(_HOUR_UPSERT, [(sig, dt(hour), n) for (sig, hour), n in hours.items()])
+        cursor.executemany(
+            _STATS_UPSERT, [(task, queue, n, n) for (task, queue), n in stats.items()]
+        )
+
+
+# Portable upserts: PostgreSQL and SQLite share this syntax. In the SET list the
+# table's own columns are the values before the update.
+_GROUP_UPSERT = """
+INSERT INTO deadletters_deadlettergroup
+    (signature, task_name, exception_type, message, queue, total, open, first_seen, last_seen)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (signature) DO UPDATE SET
+    total = deadletters_deadlettergroup.total + excluded.total,
+    open = deadletters_deadlettergroup.open + excluded.open,
+    first_seen = CASE WHEN excluded.first_seen < deadletters_deadlettergroup.first_seen
+                      THEN excluded.first_seen ELSE deadletters_deadlettergroup.first_seen END,
+    message = CASE WHEN excluded.last_seen >= deadletters_deadlettergroup.last_seen
+                   THEN excluded.message ELSE deadletters_deadlettergroup.message END,
+    queue = CASE WHEN excluded.last_seen >= deadletters_deadlettergroup.last_seen
+                 THEN excluded.queue ELSE deadletters_deadlettergroup.queue END,
+    last_seen = CASE WHEN excluded.last_seen > deadletters_deadlettergroup.last_seen
+                     THEN excluded.last_seen ELSE deadletters_deadlettergroup.last_seen END
+"""
+
+_HOUR_UPSERT = """
+INSERT INTO deadletters_deadlettergrouphour (signature, hour, count) VALUES (%s, %s, %s)
+ON CONFLICT (signature, hour) DO UPDATE SET
+    count = deadletters_deadlettergrouphour.count + excluded.count
+"""
+
+_STATS_UPSERT = """
+INSERT INTO deadletters_deadletterstats
+    (task_name, queue, received_total, requeued_total, discarded_total, open)
+VALUES (%s, %s, %s, 0, 0, %s)
+ON CONFLICT (task_name, queue) DO UPDATE SET
+    received_total = deadletters_deadletterstats.received_total + excluded.received_total,
+    open = deadletters_deadletterstats.open + excluded.open
+"""

@@ -62,6 +62,10 @@ class DeadLetter(models.Model):
     raw_body = models.BinaryField(null=True, blank=True)
     quarantine_reason = models.TextField(blank=True)
 
+    # Lower-cased task id, message and arguments, for the list's free-text search
+    # (a trigram index serves it on PostgreSQL).
+    search_text = models.TextField(blank=True)
+
     requeued_from_task_id = models.CharField(max_length=255, blank=True)
     requeued_from = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="requeued_as"
@@ -77,6 +81,12 @@ class DeadLetter(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
     )
+    # Set by a bulk action; ``requeue_pending`` is true between its claim of the
+    # row and the broker's acceptance of the message (see deadletters.bulk).
+    bulk_action = models.ForeignKey(
+        "BulkAction", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requeue_pending = models.BooleanField(default=False)
     discarded_at = models.DateTimeField(null=True, blank=True)
     discarded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -146,3 +156,162 @@ class DeadLetter(models.Model):
     @property
     def handled_at(self) -> datetime | None:
         return self.requeued_at if self.state == self.State.REQUEUED else self.discarded_at
+
+
+class DeadLetterGroup(models.Model):
+    """Failures that share a signature, counted at ingest (never by grouping the big table)."""
+
+    signature = models.CharField(max_length=40, primary_key=True)
+    task_name = models.CharField(max_length=255, blank=True)
+    exception_type = models.CharField(max_length=255, blank=True)
+    # The latest failure's message and queue, as an example of the group.
+    message = models.TextField(blank=True)
+    queue = models.CharField(max_length=255, blank=True)
+    total = models.PositiveBigIntegerField(default=0)
+    open = models.BigIntegerField(default=0)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["-open", "-last_seen"], name="dlg_open_last_seen")]
+
+    def __str__(self) -> str:
+        return f"{self.task_name}: {self.exception_type}"
+
+
+class DeadLetterGroupHour(models.Model):
+    """Failures of one group in one hour, for the groups page's 24-hour chart."""
+
+    signature = models.CharField(max_length=40)
+    hour = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["signature", "hour"], name="dlgh_signature_hour")
+        ]
+        indexes = [models.Index(fields=["hour"], name="dlgh_hour")]
+
+    def __str__(self) -> str:
+        return f"{self.signature} {self.hour:%Y-%m-%d %H}h: {self.count}"
+
+
+class DeadLetterStats(models.Model):
+    """Counters per task and queue: monotonic across restarts and retention pruning."""
+
+    task_name = models.CharField(max_length=255)
+    queue = models.CharField(max_length=255)
+    received_total = models.PositiveBigIntegerField(default=0)
+    requeued_total = models.PositiveBigIntegerField(default=0)
+    discarded_total = models.PositiveBigIntegerField(default=0)
+    open = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["task_name", "queue"], name="dls_task_queue")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} on {self.queue}"
+
+
+class BulkAction(models.Model):
+    """Requeue or discard many dead letters, run by the monitor in the background.
+
+    The set is fixed when the operator asks: either the ids they ticked, or the
+    filter they saw (stored as its query string) bounded by the newest id at
+    that moment, so failures that arrive later are not swept in.
+    """
+
+    class Action(models.TextChoices):
+        REQUEUE = "requeue", "Requeue"
+        DISCARD = "discard", "Discard"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Waiting for the monitor"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    action = models.CharField(max_length=16, choices=Action.choices)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.TextField()
+    filter_query = models.TextField(blank=True)
+    filter_description = models.TextField(blank=True)
+    selected_ids = models.JSONField(null=True, blank=True)
+    max_id = models.BigIntegerField()
+    total = models.PositiveIntegerField()
+    # Progress: the last dead-letter id handled, so a restart resumes after it.
+    cursor = models.BigIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    # Claimed, handed to the broker, but the monitor died before it heard back:
+    # never published twice, so reported instead of retried.
+    unconfirmed = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["state", "id"], name="bulk_state")]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} #{self.pk}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("deadletters:bulk", args=[self.pk])
+
+    @property
+    def processed(self) -> int:
+        return self.done + self.skipped + self.failed + self.unconfirmed
+
+    @property
+    def percent(self) -> int:
+        return 100 if not self.total else min(100, round(100 * self.processed / self.total))
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in (self.State.DONE, self.State.FAILED)
+
+
+class DeadLetterSearch(models.Model):
+    """A row's ``search_text`` in the table that carries the trigram index (PostgreSQL).
+
+    Kept apart so that the index, the costliest part of an insert, is maintained
+    by the monitor's indexer beside ingestion rather than inside it.
+    """
+
+    # No database constraint: retention deletes these rows itself, in bulk,
+    # instead of Django collecting a cascade row by row.
+    dead_letter = models.OneToOneField(
+        DeadLetter,
+        primary_key=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    text = models.TextField()
+
+    def __str__(self) -> str:
+        return self.text[:60]
+
+
+class DeadLetterSearchQueue(models.Model):
+    """Rows stored but not yet indexed for search; filled in the ingest transaction."""
+
+    dead_letter = models.OneToOneField(
+        DeadLetter,
+        primary_key=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+
+    def __str__(self) -> str:
+        return str(self.pk)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -288,16 +289,17 @@ def viewer_client(viewer: User) -> Client:
 
 
 def make_dead_letter(**overrides: Any) -> DeadLetter:
-    """A stored dead letter, through the real parser."""
-    from deadletters.envelope import InboundMessage, parse
+    """A stored dead letter, through the real parser and the real ingest."""
+    from deadletters.envelope import InboundMessage
+    from deadletters.ingest import store_batch
 
     envelope = make_envelope(**overrides)
-    import json
-
     body = json.dumps(envelope).encode()
-    row = parse(
-        InboundMessage(
-            body=body, content_type="application/json", content_encoding="utf-8", raw=body
-        )
+    store_batch(
+        [
+            InboundMessage(
+                body=body, content_type="application/json", content_encoding="utf-8", raw=body
+            )
+        ]
     )
-    return DeadLetter.objects.create(**row)
+    return DeadLetter.objects.get(task_id=envelope["id"])

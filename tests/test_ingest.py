@@ -194,3 +194,35 @@ def test_signatures_ignore_numbers_ids_and_hex() -> None:
     assert signature("t", "KeyError", a) == signature("t", "KeyError", b)
     assert signature("t", "KeyError", a) != signature("t", "ValueError", a)
     assert signature("t", "KeyError", a) != signature("u", "KeyError", a)
+
+
+def test_groups_and_counters_count_each_stored_failure_once(
+    broker: redis.Redis, redis_server: EmbeddedRedis
+) -> None:
+    from deadletters.models import DeadLetterGroup, DeadLetterGroupHour, DeadLetterStats
+
+    first = make_envelope(exception_message="image 1 has an unsupported colour profile")
+    second = make_envelope(exception_message="image 2 has an unsupported colour profile")
+    other = make_envelope(exception_type="KeyError", exception_message="'x'", queue="emails")
+    for envelope in (first, second, other, first):  # the last is a redelivery
+        publish_envelope(redis_server.url, envelope)
+    ingest()
+    publish_envelope(redis_server.url, second)  # a redelivery in a later batch
+    ingest()
+
+    group = DeadLetterGroup.objects.get(
+        signature=DeadLetter.objects.get(task_id=first["id"]).signature
+    )
+    assert group.total == 2
+    assert group.open == 2
+    assert group.exception_type == "ValueError"
+    assert group.first_seen <= group.last_seen
+    assert DeadLetterGroup.objects.count() == 2
+    assert sum(DeadLetterGroupHour.objects.values_list("count", flat=True)) == 3
+    stats = {
+        (s.task_name, s.queue): (s.received_total, s.open) for s in DeadLetterStats.objects.all()
+    }
+    assert stats == {
+        ("demo.tasks.resize_image", "default"): (2, 2),
+        ("demo.tasks.resize_image", "emails"): (1, 1),
+    }
