@@ -179,7 +179,7 @@ def _values(row: dict[str, Any]) -> list[Any]:
 
 def _column_list() -> str:
     quote = connection.ops.quote_name
-    return ", ".join(quote(field.get_attname_column()[1]) for field in _columns())
+    return ", ".join(quote(str(field.column)) for field in _columns())
 
 
 def _insert(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
