@@ -27,10 +27,12 @@ class Job:
 
 def scheduled_jobs() -> list[Job]:
     """Every periodic job of the monitor; each capability adds its own here."""
-    from deadletters import search
+    from deadletters import bulk, retention, search
 
     return [
         Job("search-index", 1.0, search.index_all_pending),
+        Job("bulk-actions", 1.0, bulk.run_pending),
+        Job("retention", 600.0, retention.prune),
     ]
 
 

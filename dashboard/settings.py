@@ -72,6 +72,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "dashboard.context_processors.banners",
             ],
         },
     },
@@ -156,3 +157,37 @@ DEADLETTERS_PAGE_SIZE = env_int("DEADLETTERS_PAGE_SIZE", 50, minimum=1)
 # Static files are served by whitenoise from the apps' folders, so that the
 # site works without a collectstatic step; production images run it anyway.
 WHITENOISE_USE_FINDERS = True
+
+# Keys whose values are shown as [redacted] on pages and in the audit, matched
+# case-insensitively as parts of key names at any depth. Stored values stay intact.
+DEADLETTERS_REDACT_KEYS = env_list(
+    "DEADLETTERS_REDACT_KEYS",
+    [
+        "password",
+        "passwd",
+        "pwd",
+        "secret",
+        "token",
+        "authorization",
+        "auth_header",
+        "api_key",
+        "apikey",
+        "access_key",
+        "private_key",
+        "credential",
+        "cookie",
+        "session",
+        "card",
+        "cvv",
+        "cvc",
+        "ssn",
+        "iban",
+    ],
+)
+# Requeued and discarded rows older than this are pruned by the monitor; open
+# rows never are.
+DEADLETTERS_RETENTION_DAYS = env_int("DEADLETTERS_RETENTION_DAYS", 30, minimum=1)
+# When this many rows are open, every page says so (0: no cap). Nothing is dropped.
+DEADLETTERS_MAX_OPEN = env_int("DEADLETTERS_MAX_OPEN", 0, minimum=0)
+# A bulk action of more than this many dead letters asks for a typed confirmation.
+DEADLETTERS_CONFIRM_ABOVE = env_int("DEADLETTERS_CONFIRM_ABOVE", 1000, minimum=1)

@@ -7,8 +7,13 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
+from django_tables2 import RequestConfig
 
+from dashboard.filters import AuditFilter
+from dashboard.htmx import HtmxHttpRequest
+from dashboard.models import AuditEvent
 from deadletters.models import DeadLetter
+from deadletters.tables import AuditTable
 
 
 def overview(request: HttpRequest) -> HttpResponse:
@@ -22,3 +27,12 @@ def overview(request: HttpRequest) -> HttpResponse:
 def healthz(request: HttpRequest) -> HttpResponse:
     """The process answers. Says nothing about the database or the broker."""
     return HttpResponse("ok\n", content_type="text/plain")
+
+
+def audit_log(request: HtmxHttpRequest) -> HttpResponse:
+    """Every operator action: who, what, on which ids or filter, how many, why, when."""
+    events = AuditFilter(request.GET, queryset=AuditEvent.objects.all())
+    table = AuditTable(events.qs)
+    RequestConfig(request, paginate={"per_page": 50}).configure(table)
+    template = "dashboard/audit.html#events" if request.htmx else "dashboard/audit.html"
+    return render(request, template, {"table": table, "filter": events})

@@ -288,18 +288,23 @@ def viewer_client(viewer: User) -> Client:
     return client
 
 
-def make_dead_letter(**overrides: Any) -> DeadLetter:
-    """A stored dead letter, through the real parser and the real ingest."""
+def make_dead_letters(count: int, **overrides: Any) -> list[DeadLetter]:
+    """Stored dead letters, through the real parser and the real ingest."""
     from deadletters.envelope import InboundMessage
     from deadletters.ingest import store_batch
 
-    envelope = make_envelope(**overrides)
-    body = json.dumps(envelope).encode()
+    envelopes = [make_envelope(**overrides) for _ in range(count)]
+    bodies = [json.dumps(envelope).encode() for envelope in envelopes]
     store_batch(
         [
-            InboundMessage(
-                body=body, content_type="application/json", content_encoding="utf-8", raw=body
-            )
+            InboundMessage(body=body, content_type="application/json", content_encoding="utf-8",
+                           raw=body)
+            for body in bodies
         ]
-    )
-    return DeadLetter.objects.get(task_id=envelope["id"])
+    )  # fmt: skip
+    return list(DeadLetter.objects.filter(task_id__in=[e["id"] for e in envelopes]).order_by("id"))
+
+
+def make_dead_letter(**overrides: Any) -> DeadLetter:
+    (row,) = make_dead_letters(1, **overrides)
+    return row

@@ -1,0 +1,50 @@
+"""Redaction of sensitive values for display and for the audit.
+
+The stored args and kwargs stay intact, so that a requeue is faithful; what a
+person reads (the page, the audit, a copy button) says ``[redacted]`` instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+REDACTED = "[redacted]"
+
+
+def _sensitive(key: object, words: tuple[str, ...]) -> bool:
+    name = str(key).lower()
+    return any(word in name for word in words)
+
+
+def redact(value: Any, words: tuple[str, ...] | None = None) -> Any:
+    """A copy of ``value`` with the values of sensitive keys replaced, at any depth."""
+    if words is None:
+        words = tuple(word.lower() for word in settings.DEADLETTERS_REDACT_KEYS)
+    if isinstance(value, dict):
+        return {
+            key: REDACTED if _sensitive(key, words) else redact(item, words)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(item, words) for item in value]
+    return value
+
+
+def restore(edited: Any, original: Any) -> Any:
+    """Put the original values back where an edit kept the ``[redacted]`` marker.
+
+    An operator edits the redacted view; the secrets they never saw must
+    survive the edit unchanged.
+    """
+    if edited == REDACTED:
+        return original
+    if isinstance(edited, dict) and isinstance(original, dict):
+        return {key: restore(item, original.get(key)) for key, item in edited.items()}
+    if isinstance(edited, list) and isinstance(original, list):
+        return [
+            restore(item, original[i] if i < len(original) else None)
+            for i, item in enumerate(edited)
+        ]
+    return edited
