@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 
-from deadletters.models import DeadLetter
-from tests.conftest import make_dead_letter, make_user, need
+from deadletters.models import BulkAction, DeadLetter
+from tests.conftest import (
+    ROOT,
+    make_dead_letter,
+    make_dead_letters,
+    make_user,
+    need,
+    subprocess_env,
+)
+from tests.testenv import DATA_DIR
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -130,3 +141,69 @@ def test_hostile_text_never_runs(page: Any, live_server: Any) -> None:
     assert page.dialogs == []
     assert page.locator("img[src=x]").count() == 0
     assert "<script>alert(1)</script>" in page.inner_text("main")
+
+
+@pytest.fixture
+def monitor_process() -> Iterator[subprocess.Popen[bytes]]:
+    log = (DATA_DIR / f"monitor-browser-{time.monotonic_ns()}.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "monitor"],
+        cwd=ROOT, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    yield process
+    process.terminate()
+    process.wait(15)
+
+
+def test_an_operator_filters_then_requeues_everything_matching_and_watches_it_finish(
+    page: Any, live_server: Any, broker: redis.Redis, monitor_process: Any
+) -> None:
+    make_user("olivia", group="Operator")
+    make_dead_letters(30, queue="requeue-target", task="demo.tasks.sync_inventory")
+    make_dead_letters(5, queue="default")
+    log_in(page, live_server.url, "olivia")
+    page.goto(f"{live_server.url}/deadletters/")
+    page.fill("input[name=queue]", "requeue-target")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url("**queue=requeue-target**")
+    assert page.inner_text("[data-count]") == "30"
+
+    page.check("input[name=scope][value=filter]")
+    page.fill("input[name=reason]", "inventory API is back")
+    page.click("#bulk button[value=requeue]")
+    page.wait_for_url("**/deadletters/bulk/*/")
+    page.wait_for_selector("[data-state]:text('Done')", timeout=60_000)
+    assert page.inner_text("[data-done]") == "30"
+    assert page.get_attribute("progress", "value") == "30"
+    assert broker.llen("requeue-target") == 30
+    assert DeadLetter.objects.filter(queue="default", state="open").count() == 5
+
+
+def test_shift_click_ticks_a_range_and_only_those_are_discarded(
+    page: Any, live_server: Any
+) -> None:
+    make_user("olivia", group="Operator")
+    make_dead_letters(6)
+    log_in(page, live_server.url, "olivia")
+    page.goto(f"{live_server.url}/deadletters/")
+    boxes = page.locator("input.pick")
+    boxes.nth(1).click()
+    boxes.nth(4).click(modifiers=["Shift"])
+    assert page.inner_text("[data-picked]") == "4"
+    ticked = [int(boxes.nth(i).get_attribute("value")) for i in range(1, 5)]
+    page.fill("input[name=reason]", "duplicates")
+    page.click("#bulk button[value=discard]")
+    page.wait_for_url("**/deadletters/bulk/*/")
+    action = BulkAction.objects.get()
+    assert sorted(action.selected_ids) == sorted(ticked)
+    assert action.total == 4
+
+
+def test_a_viewer_sees_no_bulk_controls(page: Any, live_server: Any) -> None:
+    make_user("victor", group="Viewer")
+    make_dead_letters(3)
+    log_in(page, live_server.url, "victor")
+    page.goto(f"{live_server.url}/deadletters/")
+    assert page.locator("#bulk").count() == 0
+    page.goto(f"{live_server.url}/deadletters/groups/")
+    assert page.locator("button:has-text('Requeue all')").count() == 0
