@@ -6,7 +6,7 @@ from deadletters.models import BulkAction, DeadLetter, DeadLetterGroup
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(admin.ModelAdmin[DeadLetter]):
+class DeadLetterAdmin(admin.ModelAdmin):
     list_display = ("failed_at", "task_name", "queue", "exception_type", "retries", "worker",
                     "state")  # fmt: skip
     list_filter = ("state", "kind")
@@ -16,10 +16,10 @@ class DeadLetterAdmin(admin.ModelAdmin[DeadLetter]):
 
 
 @admin.register(DeadLetterGroup)
-class DeadLetterGroupAdmin(admin.ModelAdmin[DeadLetterGroup]):
+class DeadLetterGroupAdmin(admin.ModelAdmin):
     list_display = ("task_name", "exception_type", "open", "total", "last_seen")
 
 
 @admin.register(BulkAction)
-class BulkActionAdmin(admin.ModelAdmin[BulkAction]):
+class BulkActionAdmin(admin.ModelAdmin):
     list_display = ("id", "action", "state", "total", "done", "skipped", "failed", "created_at")
