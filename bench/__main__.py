@@ -12,6 +12,7 @@ import sys
 # name -> the module whose main(argv) runs it
 BENCHMARKS: dict[str, str] = {
     "ingest": "bench.ingest",
+    "console": "bench.console",
 }
 
 USAGE = (

@@ -13,7 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from dashboard.env import env_bool, env_int, env_list, env_secret, env_str
+from dashboard.env import env_bool, env_int, env_list, env_networks, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var")))
@@ -192,3 +192,12 @@ DEADLETTERS_RETENTION_DAYS = env_int("DEADLETTERS_RETENTION_DAYS", 30, minimum=1
 DEADLETTERS_MAX_OPEN = env_int("DEADLETTERS_MAX_OPEN", 0, minimum=0)
 # A bulk action of more than this many dead letters asks for a typed confirmation.
 DEADLETTERS_CONFIRM_ABOVE = env_int("DEADLETTERS_CONFIRM_ABOVE", 1000, minimum=1)
+
+# --- /metrics --------------------------------------------------------------
+# Prometheus sends "Authorization: Bearer <token>"; or list the networks it
+# scrapes from; an open endpoint needs METRICS_PUBLIC=true, on purpose.
+METRICS_TOKEN = env_secret("METRICS_TOKEN") or ""
+METRICS_ALLOWED_NETWORKS = env_networks("METRICS_ALLOWED_NETWORKS", [])
+METRICS_PUBLIC = env_bool("METRICS_PUBLIC", False)
+# Per-worker series; turn off where pod names churn (one series per pod ever seen).
+METRICS_PER_WORKER = env_bool("METRICS_PER_WORKER", True)

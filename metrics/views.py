@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import hmac
+import ipaddress
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_not_required
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from metrics.collector import StoredStateCollector
+
+
+def allowed(request: HttpRequest) -> bool:
+    """A bearer token (constant-time), an allowed network, or an explicitly open endpoint."""
+    if settings.METRICS_PUBLIC:
+        return True
+    token = settings.METRICS_TOKEN
+    header = request.headers.get("Authorization", "")
+    if token and header.startswith("Bearer "):
+        return hmac.compare_digest(header.removeprefix("Bearer ").encode(), token.encode())
+    try:
+        client = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    return any(client in network for network in settings.METRICS_ALLOWED_NETWORKS)
+
+
+@login_not_required
+@never_cache
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    if not allowed(request):
+        response = HttpResponse("a bearer token is required\n", status=401,
+                                content_type="text/plain")  # fmt: skip
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    # A registry per scrape: everything is read from the database now, nothing
+    # is kept in this process.
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoredStateCollector())
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
