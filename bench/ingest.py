@@ -63,13 +63,24 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m bench ingest",
         description="Dead letters per second: the monitor against a naive consumer.",
     )
-    parser.add_argument("--count", type=_positive, default=DEFAULT_COUNT,
-                        help=f"dead letters the monitor ingests (default {DEFAULT_COUNT:,})")
-    parser.add_argument("--naive-count", type=_positive, default=DEFAULT_NAIVE_COUNT,
-                        help="dead letters the naive consumer ingests "
-                             f"(default {DEFAULT_NAIVE_COUNT:,})")
-    parser.add_argument("--batch-size", type=_positive, default=None,
-                        help="the monitor's batch size (default: DEADLETTERS_BATCH_SIZE, 500)")
+    parser.add_argument(
+        "--count",
+        type=_positive,
+        default=DEFAULT_COUNT,
+        help=f"dead letters the monitor ingests (default {DEFAULT_COUNT:,})",
+    )
+    parser.add_argument(
+        "--naive-count",
+        type=_positive,
+        default=DEFAULT_NAIVE_COUNT,
+        help=f"dead letters the naive consumer ingests (default {DEFAULT_NAIVE_COUNT:,})",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=None,
+        help="the monitor's batch size (default: DEADLETTERS_BATCH_SIZE, 500)",
+    )
     # Internal: measure one database in this process and print a JSON line.
     parser.add_argument("--worker", metavar="DATABASE_URL", help=argparse.SUPPRESS)
     return parser
@@ -97,7 +108,9 @@ def _run(args: argparse.Namespace) -> int:
             results.append(_measure("SQLite", sqlite_url, broker_url, directory, args))
             if server_url.startswith("postgres"):
                 with ThrowawayDatabase(server_url) as database_url:
-                    results.append(_measure("PostgreSQL", database_url, broker_url, directory, args))
+                    results.append(
+                        _measure("PostgreSQL", database_url, broker_url, directory, args)
+                    )
         finally:
             redis_server.stop()
     print(_report(results, postgres_skipped=not server_url.startswith("postgres")))
@@ -108,8 +121,11 @@ def _measure(
     label: str, database_url: str, broker_url: str, directory: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Run one database's measurement in a child process and return its figures."""
-    print(f"{label}: measuring (monitor {args.count:,}, naive {args.naive_count:,}) ...",
-          file=sys.stderr, flush=True)
+    print(
+        f"{label}: measuring (monitor {args.count:,}, naive {args.naive_count:,}) ...",
+        file=sys.stderr,
+        flush=True,
+    )
     env = dict(os.environ)
     env.pop("SECRET_KEY_FILE", None)
     env.update(
@@ -120,12 +136,22 @@ def _measure(
         DATABASE_URL=database_url,
         DJANGO_SETTINGS_MODULE="dashboard.settings",
     )
-    command = [sys.executable, "-m", "bench.ingest", "--worker", database_url,
-               "--count", str(args.count), "--naive-count", str(args.naive_count)]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.ingest",
+        "--worker",
+        database_url,
+        "--count",
+        str(args.count),
+        "--naive-count",
+        str(args.naive_count),
+    ]
     if args.batch_size:
         command += ["--batch-size", str(args.batch_size)]
-    child = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
-                           check=False)
+    child = subprocess.run(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, check=False
+    )
     lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
     if child.returncode != 0 or not lines:
         sys.stdout.write(child.stdout)
@@ -165,19 +191,39 @@ class ThrowawayDatabase:
 
 
 def _report(results: list[dict[str, Any]], *, postgres_skipped: bool) -> str:
-    header = ("database", "implementation", "messages", "seconds", "dead letters/s",
-              "monitor/naive")
+    header = (
+        "database",
+        "implementation",
+        "messages",
+        "seconds",
+        "dead letters/s",
+        "monitor/naive",
+    )
     rows: list[tuple[str, ...]] = []
     for r in results:
         database = f"{r['label']} {r['server_version']}"
         monitor, naive = r["monitor"], r["naive"]
         ratio = monitor["rate"] / naive["rate"]
-        rows.append((database, f"monitor, batches of {r['batch_size']}",
-                     f"{monitor['messages']:,}", f"{monitor['seconds']:.2f}",
-                     f"{monitor['rate']:,.0f}", f"{ratio:.1f}x"))
-        rows.append((database, "naive, one insert + ack per message",
-                     f"{naive['messages']:,}", f"{naive['seconds']:.2f}",
-                     f"{naive['rate']:,.0f}", ""))
+        rows.append(
+            (
+                database,
+                f"monitor, batches of {r['batch_size']}",
+                f"{monitor['messages']:,}",
+                f"{monitor['seconds']:.2f}",
+                f"{monitor['rate']:,.0f}",
+                f"{ratio:.1f}x",
+            )
+        )
+        rows.append(
+            (
+                database,
+                "naive, one insert + ack per message",
+                f"{naive['messages']:,}",
+                f"{naive['seconds']:.2f}",
+                f"{naive['rate']:,.0f}",
+                "",
+            )
+        )
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
 
     def line(cells: tuple[str, ...]) -> str:
@@ -191,20 +237,28 @@ def _report(results: list[dict[str, Any]], *, postgres_skipped: bool) -> str:
     out += ["", f"machine: {machine()}"]
     if results:
         r = results[0]
-        out.append(f"envelopes: {r['envelope_bytes']:,} bytes of JSON on average; "
-                   f"queue filled at {r['publish_rate']:,.0f}/s (not timed)")
+        out.append(
+            f"envelopes: {r['envelope_bytes']:,} bytes of JSON on average; "
+            f"queue filled at {r['publish_rate']:,.0f}/s (not timed)"
+        )
     out += ["", "targets (from the issue; reported, not asserted):"]
     for r in results:
         ratio = r["monitor"]["rate"] / r["naive"]["rate"]
         if r["label"] == "PostgreSQL":
             rate = r["monitor"]["rate"]
-            out.append(f"  {_verdict(rate >= TARGET_POSTGRES_RATE)}  PostgreSQL at least "
-                       f"{TARGET_POSTGRES_RATE:,}/s: {rate:,.0f}/s")
-        out.append(f"  {_verdict(ratio >= TARGET_RATIO)}  {r['label']}: at least "
-                   f"{TARGET_RATIO}x the naive consumer: {ratio:.1f}x")
+            out.append(
+                f"  {_verdict(rate >= TARGET_POSTGRES_RATE)}  PostgreSQL at least "
+                f"{TARGET_POSTGRES_RATE:,}/s: {rate:,.0f}/s"
+            )
+        out.append(
+            f"  {_verdict(ratio >= TARGET_RATIO)}  {r['label']}: at least "
+            f"{TARGET_RATIO}x the naive consumer: {ratio:.1f}x"
+        )
     if postgres_skipped:
-        out.append(f"  n/a   PostgreSQL at least {TARGET_POSTGRES_RATE:,}/s: not measured; "
-                   "set DATABASE_URL=postgres://... to include it")
+        out.append(
+            f"  n/a   PostgreSQL at least {TARGET_POSTGRES_RATE:,}/s: not measured; "
+            "set DATABASE_URL=postgres://... to include it"
+        )
     return "\n".join(out)
 
 
@@ -221,8 +275,10 @@ def machine() -> str:
                 break
     except OSError:
         model = platform.processor()
-    return (f"{os.cpu_count()} CPUs ({model or 'unknown model'}), {platform.platform()}, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{os.cpu_count()} CPUs ({model or 'unknown model'}), {platform.platform()}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 # --- the child: one database, both implementations -------------------------------------
@@ -234,8 +290,11 @@ class Timing:
     seconds: float
 
     def as_dict(self) -> dict[str, float]:
-        return {"messages": self.messages, "seconds": self.seconds,
-                "rate": self.messages / self.seconds}
+        return {
+            "messages": self.messages,
+            "seconds": self.seconds,
+            "rate": self.messages / self.seconds,
+        }
 
 
 def _worker(database_url: str, args: argparse.Namespace) -> int:
@@ -274,18 +333,24 @@ def _worker(database_url: str, args: argparse.Namespace) -> int:
     _progress(f"naive: {naive.messages / naive.seconds:,.0f}/s")
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT sqlite_version()" if connection.vendor == "sqlite"
-                       else "SHOW server_version")
+        cursor.execute(
+            "SELECT sqlite_version()" if connection.vendor == "sqlite" else "SHOW server_version"
+        )
         server_version = str(cursor.fetchone()[0]).split()[0]
-    print(json.dumps({
-        "vendor": connection.vendor,
-        "server_version": server_version,
-        "batch_size": batch_size,
-        "envelope_bytes": envelope_bytes // max(published, 1),
-        "publish_rate": published / publish_seconds,
-        "monitor": monitor.as_dict(),
-        "naive": naive.as_dict(),
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "vendor": connection.vendor,
+                "server_version": server_version,
+                "batch_size": batch_size,
+                "envelope_bytes": envelope_bytes // max(published, 1),
+                "publish_rate": published / publish_seconds,
+                "monitor": monitor.as_dict(),
+                "naive": naive.as_dict(),
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 
@@ -369,7 +434,8 @@ def _empty_table() -> None:
     from deadletters.models import DeadLetter
 
     with connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {connection.ops.quote_name(DeadLetter._meta.db_table)}")
+        table = connection.ops.quote_name(DeadLetter._meta.db_table)
+        cursor.execute(f"DELETE FROM {table}")  # noqa: S608 - our own table name, quoted
     if connection.vendor == "postgresql":
         # Dead tuples from the run before must not slow the next one down.
         with connection.cursor() as cursor:
@@ -423,7 +489,8 @@ _CELERY_FRAME = (
 
 FAILURES = (
     Failure(
-        "shop.tasks.charge_order", "payments",
+        "shop.tasks.charge_order",
+        "payments",
         _exception_class("shop.payments", "PaymentDeclined"),
         "card declined for order {n} (code 51)",
         '  File "/srv/app/shop/tasks.py", line 88, in charge_order\n'
@@ -432,7 +499,9 @@ FAILURES = (
         '    raise PaymentDeclined(f"card declined for order {order.id} (code {code})")\n',
     ),
     Failure(
-        "mail.tasks.send_receipt", "emails", ConnectionRefusedError,
+        "mail.tasks.send_receipt",
+        "emails",
+        ConnectionRefusedError,
         "[Errno 111] Connection refused",
         '  File "/srv/app/mail/tasks.py", line 23, in send_receipt\n'
         "    smtp = smtplib.SMTP(settings.EMAIL_HOST, settings.EMAIL_PORT, timeout=10)\n"
@@ -440,13 +509,17 @@ FAILURES = (
         "    sock.connect(sa)\n",
     ),
     Failure(
-        "reports.tasks.build_report", "reports", KeyError,
+        "reports.tasks.build_report",
+        "reports",
+        KeyError,
         "'region'",
         '  File "/srv/app/reports/tasks.py", line 140, in build_report\n'
         '    rows = [row for row in source if row["region"] in filters["regions"]]\n',
     ),
     Failure(
-        "sync.tasks.push_inventory", "default", TimeoutError,
+        "sync.tasks.push_inventory",
+        "default",
+        TimeoutError,
         "request to https://erp.example.com/api/v2/stock/{sku} timed out after 30.0s",
         '  File "/srv/app/sync/tasks.py", line 57, in push_inventory\n'
         "    response = session.put(url, json=payload, timeout=30)\n"
@@ -469,10 +542,17 @@ def envelopes(count: int) -> Iterator[dict[str, Any]]:
         exc = failure.exception(failure.message.format(n=order, sku=sku))
         ctx = Context(
             id=task_id,
-            delivery_info={"exchange": "", "routing_key": failure.queue, "priority": 0,
-                           "redelivered": False},
-            headers={"x_sent_at": time.time() - 5, "x_queue": failure.queue,
-                     "tenant": f"t{n % 13}"},
+            delivery_info={
+                "exchange": "",
+                "routing_key": failure.queue,
+                "priority": 0,
+                "redelivered": False,
+            },
+            headers={
+                "x_sent_at": time.time() - 5,
+                "x_queue": failure.queue,
+                "tenant": f"t{n % 13}",
+            },
             properties={"correlation_id": task_id, "priority": 0},
             retries=3 if n % 3 == 0 else 0,
             root_id=task_id if n % 5 else str(uuid.uuid4()),
@@ -480,15 +560,21 @@ def envelopes(count: int) -> Iterator[dict[str, Any]]:
             hostname=f"celery@worker-{n % 8}",
         )
         traceback = (
-            "Traceback (most recent call last):\n" + _CELERY_FRAME + failure.frames
+            "Traceback (most recent call last):\n"
+            + _CELERY_FRAME
+            + failure.frames
             + f"{exc.__class__.__module__}.{exc.__class__.__qualname__}: {exc}\n"
         )
         yield _envelope(
             task_id=task_id,
             task_name=failure.task,
             args=[order, {"sku": sku, "quantity": n % 7 + 1, "price": "19.90"}],
-            kwargs={"amount_cents": 1990 * (n % 7 + 1), "currency": "EUR",
-                    "idempotency_key": str(uuid.uuid4()), "notify": n % 2 == 0},
+            kwargs={
+                "amount_cents": 1990 * (n % 7 + 1),
+                "currency": "EUR",
+                "idempotency_key": str(uuid.uuid4()),
+                "notify": n % 2 == 0,
+            },
             ctx=ctx,
             kind="exception",
             exc=exc,
