@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, connection
 
 from dashboard.scheduler import Scheduler, scheduled_jobs
 from dashboard.status import record_failure, record_success
@@ -126,7 +126,7 @@ class Monitor:
         except DatabaseError as exc:
             logger.warning("could not record the ingest status: %s", exc)
         finally:
-            close_old_connections()
+            _drop_old_connection()
 
     def _store(self, messages: list, inbox: Inbox) -> bool:
         backoff = 0.5
@@ -141,8 +141,18 @@ class Monitor:
                 logger.warning(
                     "database unreachable (%s); holding %d dead letters", exc, len(messages)
                 )
-                close_old_connections()
+                _drop_old_connection()
                 inbox.heartbeat()
                 if self.stop.wait(backoff):
                     return False
                 backoff = min(backoff * 2, 5.0)
+
+
+def _drop_old_connection() -> None:
+    """Let a broken or aged connection go, so that the next query reconnects.
+
+    Never inside an outer transaction (a caller that ingests within one, as the
+    tests do): closing there would close the caller's connection under it.
+    """
+    if not connection.in_atomic_block:
+        close_old_connections()
