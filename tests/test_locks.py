@@ -6,6 +6,7 @@ import importlib.util
 import tomllib
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
@@ -19,7 +20,7 @@ DEV_ONLY = {"pytest", "pytest-django", "playwright", "ruff", "mypy", "django-stu
 
 
 def pins(lock: Path) -> dict[str, str]:
-    result = {}
+    result: dict[str, str] = {}
     for line in lock.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
@@ -74,8 +75,9 @@ def test_pyproject_pins_agree_with_the_locks() -> None:
 @pytest.mark.parametrize("lock", [RUNTIME, DEV], ids=lambda p: p.name)
 def test_dev_py_reinstalls_when_either_lock_changes(lock: Path, tmp_path: Path) -> None:
     spec = importlib.util.spec_from_file_location("dev_script", ROOT / "dev.py")
-    assert spec and spec.loader
-    dev = importlib.util.module_from_spec(spec)
+    assert spec is not None
+    assert spec.loader is not None
+    dev: Any = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(dev)
     copies = tuple(tmp_path / original.name for original in dev.LOCKS)
     for original, copy in zip(dev.LOCKS, copies, strict=True):
