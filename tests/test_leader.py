@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,8 +14,7 @@ import redis
 from dashboard.leader import DatabaseLease, Lease, RedisLease
 from dashboard.models import CollectorStatus, MonitorLeader
 from dashboard.scheduler import Job, Scheduler
-from tests.conftest import ROOT, subprocess_env, wait_until
-from tests.testenv import DATA_DIR
+from tests.conftest import start_monitor, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -92,16 +90,10 @@ def test_only_the_leading_scheduler_runs_the_jobs(lease_kind: str) -> None:
 # --- real monitor processes ------------------------------------------------------
 
 
-def start_monitor(kind: str, seconds: int = LEASE_SECONDS) -> tuple[subprocess.Popen[bytes], Path]:
-    log = DATA_DIR / f"monitor-leader-{time.monotonic_ns()}.log"
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "monitor"],
-        cwd=ROOT,
-        env=subprocess_env(MONITOR_LEADER_LEASE=kind, MONITOR_LEADER_LEASE_SECONDS=str(seconds)),
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    return process, log
+def start_leader_candidate(
+    kind: str, seconds: int = LEASE_SECONDS
+) -> tuple[subprocess.Popen[bytes], Path]:
+    return start_monitor(MONITOR_LEADER_LEASE=kind, MONITOR_LEADER_LEASE_SECONDS=str(seconds))
 
 
 def leader_pid() -> int | None:
@@ -112,7 +104,7 @@ def leader_pid() -> int | None:
 
 
 def test_another_monitor_takes_over_when_the_leader_is_killed(lease_kind: str) -> None:
-    monitors = dict(start_monitor(lease_kind) for _ in range(2))
+    monitors = dict(start_leader_candidate(lease_kind) for _ in range(2))
     by_pid = {process.pid: process for process in monitors}
     try:
         first = wait_until(leader_pid, timeout=30)
@@ -147,7 +139,7 @@ def test_another_monitor_takes_over_when_the_leader_is_killed(lease_kind: str) -
 
 def test_a_stopped_leader_hands_over_without_waiting_for_expiry(lease_kind: str) -> None:
     long_lease = 120  # a handover that waited for expiry would miss the wait below
-    monitors = dict(start_monitor(lease_kind, seconds=long_lease) for _ in range(2))
+    monitors = dict(start_leader_candidate(lease_kind, seconds=long_lease) for _ in range(2))
     by_pid = {process.pid: process for process in monitors}
     try:
         first = wait_until(leader_pid, timeout=30)
