@@ -72,7 +72,8 @@ def env_secret(name: str) -> str | None:
         raise ImproperlyConfigured(f"set {name} or {name}_FILE, not both")
     if file_name:
         try:
-            return Path(file_name).read_text().strip()
+            # An empty file (a secret made from an unset variable) is no value.
+            return Path(file_name).read_text().strip() or None
         except OSError as exc:
             raise ImproperlyConfigured(f"{name}_FILE={file_name!r}: {exc}") from None
     return value or None

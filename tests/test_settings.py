@@ -66,3 +66,12 @@ def test_an_integer_below_its_minimum_is_an_error(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("SOME_NUMBER", "0")
     with pytest.raises(ImproperlyConfigured, match="at least 1"):
         env.env_int("SOME_NUMBER", 5, minimum=1)
+
+
+def test_an_empty_secret_file_is_no_secret(tmp_path: os.PathLike[str]) -> None:
+    secret = os.path.join(tmp_path, "secret")
+    with open(secret, "w") as f:
+        f.write("\n")
+    result = _load_settings(SECRET_KEY_FILE=secret)
+    assert result.returncode != 0
+    assert "SECRET_KEY (or SECRET_KEY_FILE) is required" in result.stderr
