@@ -7,11 +7,12 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
-from dashboard.leader import DatabaseLease, Lease, RedisLease
+from dashboard.leader import DatabaseLease, Lease, RedisLease, open_lease
 from dashboard.models import CollectorStatus, MonitorLeader
 from dashboard.scheduler import Job, Scheduler
 from tests.conftest import start_monitor, wait_until
@@ -154,3 +155,13 @@ def test_a_stopped_leader_hands_over_without_waiting_for_expiry(lease_kind: str)
             if process.poll() is None:
                 process.terminate()
                 process.wait(15)
+
+
+def test_the_lease_follows_the_broker_unless_told(settings: Any) -> None:
+    settings.MONITOR_LEADER_LEASE = "auto"
+    settings.CELERY_BROKER_URL = "amqp://guest:guest@rabbitmq:5672//"
+    assert isinstance(open_lease(), DatabaseLease)
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:6379/0"
+    assert isinstance(open_lease(), RedisLease)
+    settings.MONITOR_LEADER_LEASE = "database"
+    assert isinstance(open_lease(), DatabaseLease)
