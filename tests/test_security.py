@@ -29,8 +29,14 @@ PRODUCTION = {
     "SECURE_HSTS_PRELOAD": "true",
     "TRUST_X_FORWARDED_PROTO": "true",
 }
-# Set by the test environment for plain-HTTP tests; production leaves them unset.
-NOT_IN_PRODUCTION = {"SECURE_SSL_REDIRECT", "SECURE_COOKIES", "SECRET_KEY_FILE"}
+# Set by the test environment (plain HTTP; the browser tests' event loop);
+# production leaves them unset.
+NOT_IN_PRODUCTION = {
+    "SECURE_SSL_REDIRECT",
+    "SECURE_COOKIES",
+    "SECRET_KEY_FILE",
+    "DJANGO_ALLOW_ASYNC_UNSAFE",
+}
 
 
 def production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
@@ -182,9 +188,12 @@ def test_the_pages_need_no_inline_script_or_style(operator_client: Client, clien
 
 
 @pages
-def test_cookies_are_secure_and_the_session_cookie_http_only(client: Client) -> None:
+def test_cookies_are_secure_and_the_session_cookie_http_only(client: Client, settings: Any) -> None:
     from tests.conftest import make_user
 
+    # As with DEBUG off (test_debug_off_means_https_only_by_default); the
+    # tests themselves run over plain HTTP with SECURE_COOKIES=false.
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = True
     make_user("olivia")
     login = client.get("/login/")
     assert login.cookies["csrftoken"]["secure"]
