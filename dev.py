@@ -6,7 +6,9 @@
     python3 dev.py bench   # set up, then run the benchmarks (see docs/benchmarks.md)
 
 Set-up makes a virtual environment in .venv and installs requirements.lock
-into it (again only when the lock file changes). Standard library only.
+(the runtime, what the Docker image has) and requirements-dev.lock (tests, lint,
+the demo's Redis) into it, again only when either lock file changes. Standard
+library only.
 """
 
 from __future__ import annotations
@@ -21,17 +23,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
-LOCK = ROOT / "requirements.lock"
+LOCKS = (ROOT / "requirements.lock", ROOT / "requirements-dev.lock")
 STAMP = VENV / ".requirements.sha256"
+
+
+def locks_digest() -> str:
+    """One digest over both lock files, so that a change to either reinstalls."""
+    digest = hashlib.sha256()
+    for lock in LOCKS:
+        digest.update(lock.name.encode() + b"\0" + lock.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def setup() -> None:
     if not PYTHON.exists():
         print("creating .venv ...", flush=True)
         venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
-    digest = hashlib.sha256(LOCK.read_bytes()).hexdigest()
+    digest = locks_digest()
     if not STAMP.exists() or STAMP.read_text().strip() != digest:
-        print("installing requirements.lock into .venv ...", flush=True)
+        print("installing the lock files into .venv ...", flush=True)
+        requirements = [arg for lock in LOCKS for arg in ("-r", str(lock))]
         subprocess.run(
             [
                 str(PYTHON),
@@ -40,8 +51,7 @@ def setup() -> None:
                 "install",
                 "--quiet",
                 "--disable-pip-version-check",
-                "-r",
-                str(LOCK),
+                *requirements,
             ],
             check=True,
         )

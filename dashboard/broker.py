@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import redis
 from django.conf import settings
+from kombu import Connection
 
 REDIS_SCHEMES = {"redis", "rediss", "redis+socket"}
 AMQP_SCHEMES = {"amqp", "amqps", "pyamqp"}
@@ -66,3 +67,21 @@ def redis_priority_keys(queue: str) -> list[str]:
     sep = str(options.get("sep", "\x06\x16"))
     steps = options.get("priority_steps") or [0, 3, 6, 9]
     return [prefix + queue if step == 0 else f"{prefix}{queue}{sep}{step}" for step in steps]
+
+
+def ping(timeout: float) -> None:
+    """Reach the broker once, within ``timeout`` seconds; raise if it does not answer."""
+    url = broker_url()
+    if is_redis(url):
+        client = redis_client(url)
+        # A client of its own: the pool's default timeouts are for real work.
+        client.connection_pool.connection_kwargs.update(
+            socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        try:
+            client.ping()
+        finally:
+            client.close()
+        return
+    with Connection(url, connect_timeout=timeout, transport_options=transport_options()) as conn:
+        conn.ensure_connection(max_retries=0, timeout=max(1, round(timeout)))

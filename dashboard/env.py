@@ -86,7 +86,32 @@ def env_secret(name: str) -> str | None:
         raise ImproperlyConfigured(f"set {name} or {name}_FILE, not both")
     if file_name:
         try:
-            return Path(file_name).read_text().strip()
+            # An empty file (a secret made from an unset variable) is no value.
+            return Path(file_name).read_text().strip() or None
         except OSError as exc:
             raise ImproperlyConfigured(f"{name}_FILE={file_name!r}: {exc}") from None
     return value or None
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = os.environ.get(name, default).strip().lower()
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name}={value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def env_seconds_map(name: str) -> dict[str, int]:
+    """``name=seconds,other=seconds`` as a dict; a malformed item is an error."""
+    result: dict[str, int] = {}
+    for item in env_list(name, []):
+        key, sep, raw = item.partition("=")
+        try:
+            if not sep or not key.strip():
+                raise ValueError
+            seconds = int(raw.strip())
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not name=seconds") from None
+        if seconds < 1:
+            raise ImproperlyConfigured(f"{name}: {item!r} must be at least 1 second")
+        result[key.strip()] = seconds
+    return result

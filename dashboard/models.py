@@ -60,3 +60,22 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username or 'system'} {self.action} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class MonitorLeader(models.Model):
+    """Which monitor runs the periodic jobs, since when, and until when it holds them.
+
+    With the database lease (``MONITOR_LEADER_LEASE=database``, or a RabbitMQ
+    broker) this row *is* the lease: a conditional UPDATE takes it. With the
+    Redis lease the leader copies its holding here, so that pages and tests can
+    see who leads either way.
+    """
+
+    name = models.CharField(max_length=64, primary_key=True)
+    holder = models.CharField(max_length=200, blank=True)
+    since = models.DateTimeField(null=True)
+    renewed_at = models.DateTimeField(null=True)
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.holder or 'nobody'}"

@@ -14,8 +14,10 @@ import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, connection
 
+from dashboard.leader import open_lease
+from dashboard.logs import log_context, new_id
 from dashboard.scheduler import Scheduler, scheduled_jobs
 from dashboard.status import record_failure, record_success
 from deadletters.inbox import Inbox, open_inbox
@@ -59,7 +61,7 @@ class Monitor:
         """
         scheduler = None
         if not until_empty:
-            scheduler = Scheduler(scheduled_jobs(), self.stop)
+            scheduler = Scheduler(scheduled_jobs(), self.stop, lease=open_lease())
             scheduler.start()
         try:
             return self._ingest(until_empty=until_empty)
@@ -101,9 +103,19 @@ class Monitor:
         while not self.stop.is_set():
             messages = inbox.fetch(self.batch_size, wait=0.5)
             if messages:
-                if not self._store(messages, inbox):
-                    return True  # stopped while the database was away: not acked
-                inbox.ack()
+                # Every line about this batch, here and in ingest, carries its id.
+                with log_context(batch_id=new_id()[:16]):
+                    result = self._store(messages, inbox)
+                    if result is None:
+                        return True  # stopped while the database was away: not acked
+                    inbox.ack()
+                    logger.info(
+                        "batch of %d stored: %d new, %d duplicates, %d quarantined",
+                        result.received,
+                        result.stored,
+                        result.duplicates,
+                        result.quarantined,
+                    )
                 if until_empty and len(messages) < self.batch_size:
                     return True  # a short batch: the queue was empty
             elif until_empty:
@@ -128,9 +140,10 @@ class Monitor:
         except DatabaseError as exc:
             logger.warning("could not record the ingest status: %s", exc)
         finally:
-            close_old_connections()
+            _drop_old_connection()
 
-    def _store(self, messages: list, inbox: Inbox) -> bool:
+    def _store(self, messages: list, inbox: Inbox) -> BatchResult | None:
+        """Store the batch, waiting out a database outage; None if stopped meanwhile."""
         backoff = 0.5
         while True:
             try:
@@ -138,13 +151,23 @@ class Monitor:
                 self.totals.add(result)
                 if result.quarantined:
                     logger.warning("quarantined %d unreadable messages", result.quarantined)
-                return True
+                return result
             except UNAVAILABLE as exc:
                 logger.warning(
                     "database unreachable (%s); holding %d dead letters", exc, len(messages)
                 )
-                close_old_connections()
+                _drop_old_connection()
                 inbox.heartbeat()
                 if self.stop.wait(backoff):
-                    return False
+                    return None
                 backoff = min(backoff * 2, 5.0)
+
+
+def _drop_old_connection() -> None:
+    """Let a broken or aged connection go, so that the next query reconnects.
+
+    Never inside an outer transaction (a caller that ingests within one, as the
+    tests do): closing there would close the caller's connection under it.
+    """
+    if not connection.in_atomic_block:
+        close_old_connections()

@@ -7,13 +7,24 @@ demo`` starts an embedded Redis and points ``CELERY_BROKER_URL`` at it.
 
 from __future__ import annotations
 
-import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from dashboard.env import env_bool, env_int, env_list, env_networks, env_secret, env_str
+from dashboard.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_networks,
+    env_seconds_map,
+    env_secret,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var")))
@@ -42,14 +53,19 @@ INSTALLED_APPS = [
     "django_tables2",
     "django_filters",
     "template_partials",
+    "csp",
+    "axes",
     "dashboard",
     "deadletters",
     "metrics",
 ]
 
 MIDDLEWARE = [
+    # First, so that every line logged while answering carries the request id.
+    "dashboard.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -58,6 +74,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "dashboard.urls"
@@ -79,11 +97,13 @@ TEMPLATES = [
     },
 ]
 
-if "DATABASE_URL" not in os.environ:
+# Both URLs may hold a password: either may come from a file (Docker secrets).
+_database_url = env_secret("DATABASE_URL")
+if _database_url is None:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
 DATABASES = {
     "default": dj_database_url.parse(
-        env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'dashboard.sqlite3'}"),
+        _database_url or f"sqlite:///{DATA_DIR / 'dashboard.sqlite3'}",
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
         conn_health_checks=True,
     )
@@ -107,6 +127,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+AUTHENTICATION_BACKENDS = [
+    # Refuses a locked-out username and address before the password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
@@ -117,22 +142,83 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(DATA_DIR / "static")))
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
 DJANGO_TABLES2_TEMPLATE = "django_tables2/table.html"
 
+# One line per event; JSON for log shippers. See dashboard/logs.py.
+LOG_FORMAT = env_choice("LOG_FORMAT", "plain", ("plain", "json"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "dashboard.logs.ContextFilter"}},
+    "formatters": {
+        "plain": {"()": "dashboard.logs.PlainFormatter"},
+        "json": {"()": "dashboard.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
+# --- Running behind a TLS proxy ----------------------------------------------
+# With DEBUG off the defaults are those of a site served over HTTPS only.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+# Orchestrators probe and Prometheus scrapes the container over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# Only behind a proxy that sets the header itself (and drops the client's).
+if env_bool("TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# How many proxies append to X-Forwarded-For in front of the site: the login
+# throttle and the logs then see the client's address, not the proxy's.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
+# htmx sends the token from the page (hx-headers), never reads the cookie.
+CSRF_COOKIE_HTTPONLY = True
+# HSTS is a promise browsers keep for its whole duration: opt in per domain.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+
+# No inline script or style anywhere: htmx comes from our static files, its
+# configuration from a <meta> tag, and includeIndicatorStyles is off so it
+# injects no <style>. No eval either: htmx's allowEval is off, so trigger
+# filters (hx-trigger="... [expr]") are ignored; static/dashboard/poll.js
+# pauses polling while the tab is hidden instead.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+
+# --- Login throttling (django-axes) ------------------------------------------
+# A username is locked from one address after this many failures in a row;
+# the same username from elsewhere, and other users, can still log in.
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "dashboard.middleware.client_ip"
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+
 # --- Celery and the broker -------------------------------------------------
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_URL = env_secret("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/0"
 # Requeue runs inside a web request: fail fast with a clear error when the
 # broker is away instead of holding the operator's click for a minute.
 CELERY_BROKER_CONNECTION_TIMEOUT = env_int("CELERY_BROKER_CONNECTION_TIMEOUT", 3, minimum=1)
@@ -154,6 +240,21 @@ DEADLETTERS_BATCH_SIZE = env_int("DEADLETTERS_BATCH_SIZE", 500, minimum=1)
 # the batch it held to the queue.
 DEADLETTERS_LEASE_SECONDS = env_int("DEADLETTERS_LEASE_SECONDS", 60, minimum=1)
 DEADLETTERS_PAGE_SIZE = env_int("DEADLETTERS_PAGE_SIZE", 50, minimum=1)
+
+# --- The monitor's replicas --------------------------------------------------
+# Sampling and background actions run in one monitor at a time, the holder of
+# a lease it renews every third of this; when it dies, another monitor takes
+# over within this time (plus the second between its tries).
+MONITOR_LEADER_LEASE_SECONDS = env_int("MONITOR_LEADER_LEASE_SECONDS", 30, minimum=1)
+# Where the lease lives: "auto" is Redis when the broker is Redis, else the database.
+MONITOR_LEADER_LEASE = env_choice("MONITOR_LEADER_LEASE", "auto", ("auto", "redis", "database"))
+
+# --- /readyz -------------------------------------------------------------------
+# A collector whose last success is older than this makes the site unready;
+# per collector with READYZ_MAX_AGE_BY_COLLECTOR=workers=300,broker=60.
+READYZ_MAX_AGE_SECONDS = env_int("READYZ_MAX_AGE_SECONDS", 120, minimum=1)
+READYZ_MAX_AGE_BY_COLLECTOR = env_seconds_map("READYZ_MAX_AGE_BY_COLLECTOR")
+READYZ_BROKER_TIMEOUT = env_float("READYZ_BROKER_TIMEOUT", 2.0, minimum=0.1)
 
 # Static files are served by whitenoise from the apps' folders, so that the
 # site works without a collectstatic step; production images run it anyway.

@@ -3,7 +3,6 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from dashboard import views
-from metrics import views as metrics_views
 
 urlpatterns = [
     path("", views.overview, name="overview"),
@@ -11,7 +10,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", views.healthz, name="healthz"),
     path("audit/", views.audit_log, name="audit"),
-    path("metrics", metrics_views.metrics, name="metrics"),
+    path("readyz", views.readyz, name="readyz"),
     path("deadletters/", include("deadletters.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.contrib.auth.decorators import login_not_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -12,6 +12,7 @@ from django_tables2 import RequestConfig
 from dashboard.filters import AuditFilter
 from dashboard.htmx import HtmxHttpRequest
 from dashboard.models import AuditEvent
+from dashboard.readiness import readiness
 from deadletters.models import DeadLetter
 from deadletters.tables import AuditTable
 
@@ -36,3 +37,11 @@ def audit_log(request: HtmxHttpRequest) -> HttpResponse:
     RequestConfig(request, paginate={"per_page": 50}).configure(table)
     template = "dashboard/audit.html#events" if request.htmx else "dashboard/audit.html"
     return render(request, template, {"table": table, "filter": events})
+
+
+@login_not_required
+@never_cache
+def readyz(request: HttpRequest) -> HttpResponse:
+    """Database and broker reachable, the monitor's snapshots fresh: 200, else 503."""
+    result = readiness()
+    return JsonResponse(result.as_dict(), status=200 if result.ok else 503)

@@ -37,7 +37,9 @@ class StoredStateCollector(Collector):
 
     def _queues(self) -> Iterator[Metric]:
         length = GaugeMetricFamily(
-            "celery_queue_length", "Messages waiting in the queue, all priorities.", labels=["queue"]
+            "celery_queue_length",
+            "Messages waiting in the queue, all priorities.",
+            labels=["queue"],
         )
         age = GaugeMetricFamily(
             "celery_queue_oldest_message_age_seconds",
@@ -61,7 +63,9 @@ class StoredStateCollector(Collector):
                 elapsed = max(0.0, (self.now - queue.sampled_at).total_seconds())
                 age.add_metric([queue.name], queue.oldest_age + (elapsed if queue.depth else 0))
             known = queue.broker_consumers
-            consumers.add_metric([queue.name], known if known is not None else consuming[queue.name])
+            consumers.add_metric(
+                [queue.name], known if known is not None else consuming[queue.name]
+            )
         yield from (length, age, consumers)
 
     def _workers(self) -> Iterator[Metric]:

@@ -162,6 +162,46 @@ def ingest_until(count: int, timeout: float = 30.0) -> list[DeadLetter]:
     return list(DeadLetter.objects.order_by("id"))
 
 
+# --- the monitor as a process ------------------------------------------------
+
+
+def publish_many(url: str, count: int) -> set[str]:
+    """Publish ``count`` valid envelopes durably; returns their task ids."""
+    ids = set()
+    queue = Queue(
+        "deadletters",
+        Exchange("deadletters", type="direct", durable=True),
+        routing_key="deadletters",
+    )
+    with Connection(url) as conn:
+        producer = conn.Producer()
+        for _ in range(count):
+            envelope = make_envelope()
+            ids.add(envelope["id"])
+            producer.publish(
+                envelope,
+                exchange=queue.exchange,
+                routing_key="deadletters",
+                declare=[queue],
+                serializer="json",
+                delivery_mode=2,
+            )
+    return ids
+
+
+def start_monitor(*args: str, **env: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """``manage.py monitor`` on the test database and Redis; its output goes to a log file."""
+    log = testenv.DATA_DIR / f"monitor-{time.monotonic_ns()}.log"
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "monitor", *args],
+        cwd=ROOT,
+        env=subprocess_env(**env),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    return process, log
+
+
 # --- a real worker ------------------------------------------------------------
 
 
@@ -248,7 +288,9 @@ def subprocess_env(**extra: str) -> dict[str, str]:
         host = settings["HOST"] or "127.0.0.1"
         port = settings["PORT"] or 5432
         url = f"postgres://{auth}@{host}:{port}/{settings['NAME']}"
-    return dict(os.environ, DATABASE_URL=url, PYTHONUNBUFFERED="1", **extra)
+    env = dict(os.environ, DATABASE_URL=url, PYTHONUNBUFFERED="1")
+    env.update(extra)  # a test may point the child at another database
+    return env
 
 
 # --- personas -----------------------------------------------------------------

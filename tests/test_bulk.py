@@ -180,7 +180,7 @@ def test_the_progress_page_polls_until_done(operator_client: Client, broker: red
     action = ask(operator_client, action="requeue", scope="filter", reason="r",
                  filter_query=f"queue={TARGET}")  # fmt: skip
     page = operator_client.get(action.get_absolute_url()).content.decode()
-    assert "<html" in page and 'hx-trigger="every 1s' in page
+    assert "<html" in page and "data-poll-while-visible" in page
     bulk.run(action)
     fragment = operator_client.get(action.get_absolute_url(), HTTP_HX_REQUEST="true")
     html = fragment.content.decode()

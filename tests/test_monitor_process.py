@@ -3,63 +3,23 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import redis
-from kombu import Connection, Exchange, Queue
 
 from dashboard.embedded_redis import EmbeddedRedis
 from deadletters.models import DeadLetter
 from tests.conftest import (
-    ROOT,
     dead_letter_queue_length,
     make_envelope,
     publish_envelope,
-    subprocess_env,
+    publish_many,
+    start_monitor,
     wait_until,
 )
-from tests.testenv import DATA_DIR
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def publish_many(url: str, count: int) -> set[str]:
-    ids = set()
-    queue = Queue(
-        "deadletters",
-        Exchange("deadletters", type="direct", durable=True),
-        routing_key="deadletters",
-    )
-    with Connection(url) as conn:
-        producer = conn.Producer()
-        for _ in range(count):
-            envelope = make_envelope()
-            ids.add(envelope["id"])
-            producer.publish(
-                envelope,
-                exchange=queue.exchange,
-                routing_key="deadletters",
-                declare=[queue],
-                serializer="json",
-                delivery_mode=2,
-            )
-    return ids
-
-
-def start_monitor(*args: str) -> tuple[subprocess.Popen[bytes], Path]:
-    log = DATA_DIR / f"monitor-{time.monotonic_ns()}.log"
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "monitor", *args],
-        cwd=ROOT,
-        env=subprocess_env(),
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    return process, log
 
 
 def test_kill_9_while_ingesting_then_restart_leaves_every_row_exactly_once(

@@ -66,3 +66,26 @@ def test_an_integer_below_its_minimum_is_an_error(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("SOME_NUMBER", "0")
     with pytest.raises(ImproperlyConfigured, match="at least 1"):
         env.env_int("SOME_NUMBER", 5, minimum=1)
+
+
+def test_an_empty_secret_file_is_no_secret(tmp_path: os.PathLike[str]) -> None:
+    secret = os.path.join(tmp_path, "secret")
+    with open(secret, "w") as f:
+        f.write("\n")
+    result = _load_settings(SECRET_KEY_FILE=secret)
+    assert result.returncode != 0
+    assert "SECRET_KEY (or SECRET_KEY_FILE) is required" in result.stderr
+
+
+def test_the_readme_documents_every_setting() -> None:
+    import re
+
+    read = set(re.findall(r'env_\w+\(\s*"(\w+)"', (ROOT / "dashboard/settings.py").read_text()))
+    assert {"DEBUG", "LOG_FORMAT", "MONITOR_LEADER_LEASE_SECONDS"} <= read
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Configuration") :]
+    documented = set(re.findall(r"^\| `(\w+)`", table, re.M)) | set(
+        re.findall(r"^\| `\w+` / `(\w+)`", table, re.M)
+    )
+    documented |= {name.removesuffix("_FILE") for name in documented}
+    assert read - documented == set()

@@ -23,6 +23,10 @@ os.environ["DATA_DIR"] = str(DATA_DIR)
 os.environ.setdefault("SECRET_KEY", "tests-" + secrets.token_hex(16))
 os.environ["DEBUG"] = "false"
 os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
+# The tests talk plain HTTP to the site (the test client, a live server, urllib):
+# no redirect to HTTPS, and cookies that a client sends over HTTP.
+os.environ["SECURE_SSL_REDIRECT"] = "false"
+os.environ["SECURE_COOKIES"] = "false"
 os.environ["DEADLETTERS_LEASE_SECONDS"] = "2"
 
 from dashboard.embedded_redis import EmbeddedRedis  # noqa: E402

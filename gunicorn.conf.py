@@ -1,0 +1,40 @@
+"""Gunicorn's settings for the web; ``gunicorn dashboard.wsgi`` reads this file
+from the working directory. Command-line options override it (the image binds
+to 0.0.0.0:8000 there; gunicorn's own default is 127.0.0.1:8000).
+"""
+
+from __future__ import annotations
+
+import os
+
+# WEB_CONCURRENCY (gunicorn reads it itself) sets the workers; 2 per CPU is plenty
+# for pages that read snapshots and never wait on the broker.
+graceful_timeout = 20
+timeout = 30
+# The site logs one line per request itself, with the request id: no access log.
+accesslog = None
+
+# Gunicorn's own lines (start, worker boot and exit) in the site's format, so
+# that with LOG_FORMAT=json every line of the container is JSON.
+_format = "json" if os.environ.get("LOG_FORMAT", "").strip().lower() == "json" else "plain"
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"context": {"()": "dashboard.logs.ContextFilter"}},
+    "formatters": {
+        "plain": {"()": "dashboard.logs.PlainFormatter"},
+        "json": {"()": "dashboard.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": _format,
+            "filters": ["context"],
+            "stream": "ext://sys.stderr",
+        }
+    },
+    "loggers": {
+        "gunicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "gunicorn.access": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
+}
