@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -197,8 +198,8 @@ def _parser() -> argparse.ArgumentParser:
         "--requests",
         type=_positive,
         default=DEFAULT_REQUESTS,
-        help=f"timed requests per page (default {DEFAULT_REQUESTS}); a page that has "
-        f"taken {PAGE_BUDGET_SECONDS:.0f}s stops after {MIN_REQUESTS}",
+        help=f"timed requests per page (default {DEFAULT_REQUESTS}); a page stops "
+        f"sampling after {PAGE_BUDGET_SECONDS:.0f}s once it has {MIN_REQUESTS}",
     )
     parser.add_argument(
         "--warmup",
@@ -574,7 +575,7 @@ class Seeder:
             chain_middle=chain_middle,
         )
 
-    def _step(self, name: str, step: Any) -> Any:
+    def _step(self, name: str, step: Callable[[], Any]) -> Any:
         started = time.perf_counter()
         result = step()
         self.steps[name] = time.perf_counter() - started
@@ -999,7 +1000,8 @@ def _profile_page(client: Client, page: Page, directory: Path) -> None:
 
 
 def _get(client: Client, url: str) -> None:
-    response = client.get(url)
+    # Over HTTPS, as the site is served with DEBUG off (SECURE_SSL_REDIRECT).
+    response = client.get(url, secure=True)
     if response.status_code != 200:
         raise ConsoleBenchError(f"GET {url} answered {response.status_code}, not 200")
 

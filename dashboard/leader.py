@@ -141,7 +141,11 @@ class DatabaseLease:
         return taken == 1
 
     def release(self) -> None:
-        MonitorLeader.objects.filter(name=LEASE_NAME, holder=self.holder).update(expires_at=Now())
+        # Long expired, not "now": a successor's "expires_at < now" must hold even
+        # within the same clock tick (or the same transaction on PostgreSQL).
+        MonitorLeader.objects.filter(name=LEASE_NAME, holder=self.holder).update(
+            expires_at=_LONG_AGO
+        )
 
 
 def record_leadership(lease: Lease, since: datetime) -> None:

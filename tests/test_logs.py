@@ -158,9 +158,9 @@ def test_a_requeue_logs_ids_not_arguments(
     )
     assert response.status_code == 302
     lines = json_lines(captured.getvalue())
-    (requeue,) = [e for e in lines if e.get("event") == "deadletter_requeue"]
-    assert requeue["dead_letter"] == dead_letter.pk
-    assert requeue["task_id"] == dead_letter.task_id
+    (requeue,) = [e for e in lines if e.get("event") == "audit" and e["action"] == "requeue"]
+    assert requeue["target_ids"] == [str(dead_letter.pk)]
+    assert requeue["user"] == "olivia"
     assert requeue["request_id"] == "req-requeue-1"
     assert SECRET_ARG not in captured.getvalue()
 
