@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from django.db import connection
 from django.db.models import Q
+from django.db.models.expressions import RawSQL
 
-from deadletters.models import DeadLetterSearch, DeadLetterSearchQueue
+from deadletters.models import DeadLetterSearchQueue
 
 INDEX_BATCH = 5_000
 
@@ -20,15 +21,45 @@ def uses_index() -> bool:
     return connection.vendor == "postgresql"
 
 
+# Above this many indexed matches, walking the newest rows finds a page sooner
+# than looking each match up by id.
+COMMON_TERM = 10_000
+
+
 def matching(text: str) -> Q:
     """A filter for the rows whose task id, message or arguments contain ``text``."""
-    needle = text.strip().lower()
-    exact_id = Q(task_id=text.strip()) | Q(requeue_task_id=text.strip())
-    if not uses_index():
-        return exact_id | Q(search_text__contains=needle)
-    indexed = DeadLetterSearch.objects.filter(text__contains=needle).values("dead_letter_id")
-    waiting = DeadLetterSearchQueue.objects.values("dead_letter_id")
-    return exact_id | Q(pk__in=indexed) | (Q(pk__in=waiting) & Q(search_text__contains=needle))
+    raw = text.strip()
+    needle = raw.lower()
+    scan = Q(task_id=raw) | Q(requeue_task_id=raw) | Q(search_text__contains=needle)
+    if not uses_index() or _is_common(needle):
+        return scan
+    # One id set, joined to the other filters with AND: an OR of subqueries
+    # here made PostgreSQL scan the whole table (docs/benchmarks.md).
+    pattern = f"%{_like_escape(needle)}%"
+    ids = RawSQL(
+        "SELECT dead_letter_id FROM deadletters_deadlettersearch WHERE text LIKE %s"
+        " UNION SELECT q.dead_letter_id FROM deadletters_deadlettersearchqueue q"
+        " JOIN deadletters_deadletter d ON d.id = q.dead_letter_id WHERE d.search_text LIKE %s"
+        " UNION SELECT id FROM deadletters_deadletter WHERE task_id = %s OR requeue_task_id = %s",
+        [pattern, pattern, raw, raw],
+    )
+    return Q(pk__in=ids)
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _is_common(needle: str) -> bool:
+    """Whether the trigram index holds more than COMMON_TERM matches (counted up to there)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM deadletters_deadlettersearch"
+            " WHERE text LIKE %s LIMIT %s) AS hits",
+            [f"%{_like_escape(needle)}%", COMMON_TERM + 1],
+        )
+        (count,) = cursor.fetchone() or (0,)
+    return int(count) > COMMON_TERM
 
 
 def queue_for_index(ids: list[int]) -> None:

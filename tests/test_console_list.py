@@ -143,3 +143,27 @@ def test_a_group_links_to_its_open_rows(operator_client: Client) -> None:
     row = make_dead_letter()
     page = operator_client.get(reverse("deadletters:groups")).content.decode()
     assert f"?signature={row.signature}&amp;state=open" in page
+
+
+def test_search_treats_like_wildcards_as_text(operator_client: Client) -> None:
+    make_dead_letter(task="demo.tasks.a", exception_message="disk 100% full")
+    make_dead_letter(task="demo.tasks.b", exception_message="disk 1000 full")
+    index_all_pending()
+    page = listed(operator_client, "q=100%25")
+    assert "demo.tasks.a" in page
+    assert "demo.tasks.b" not in page
+
+
+def test_a_very_common_term_is_found_by_walking_the_newest_rows(
+    operator_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deadletters import search
+
+    monkeypatch.setattr(search, "COMMON_TERM", 1)
+    for n in range(3):
+        make_dead_letter(task=f"demo.tasks.t{n}", exception_message="timeout talking to stripe")
+    make_dead_letter(task="demo.tasks.other", exception_message="nothing alike")
+    index_all_pending()
+    page = listed(operator_client, "q=stripe")
+    assert all(f"demo.tasks.t{n}" in page for n in range(3))
+    assert "demo.tasks.other" not in page
