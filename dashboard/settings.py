@@ -13,7 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from dashboard.env import env_bool, env_int, env_list, env_secret, env_str
+from dashboard.env import env_bool, env_float, env_int, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var")))
@@ -152,6 +152,26 @@ DEADLETTERS_BATCH_SIZE = env_int("DEADLETTERS_BATCH_SIZE", 500, minimum=1)
 # the batch it held to the queue.
 DEADLETTERS_LEASE_SECONDS = env_int("DEADLETTERS_LEASE_SECONDS", 60, minimum=1)
 DEADLETTERS_PAGE_SIZE = env_int("DEADLETTERS_PAGE_SIZE", 50, minimum=1)
+
+# --- Queues and workers (sampled by the monitor) -----------------------------
+# Queues to show even before a worker, a dead letter or the broker names them.
+MONITOR_QUEUES = env_list("MONITOR_QUEUES", [])
+MONITOR_BROKER_INTERVAL = env_float("MONITOR_BROKER_INTERVAL", 5.0, minimum=0.5)
+MONITOR_WORKERS_INTERVAL = env_float("MONITOR_WORKERS_INTERVAL", 10.0, minimum=0.5)
+# Inspect waits this long after the last reply; a round ends sooner once
+# every known worker has answered.
+MONITOR_INSPECT_TIMEOUT = env_float("MONITOR_INSPECT_TIMEOUT", 1.0, minimum=0.1)
+# A worker that has not answered for this long is shown offline...
+MONITOR_WORKER_OFFLINE_AFTER = env_float("MONITOR_WORKER_OFFLINE_AFTER", 30.0, minimum=1.0)
+# ...and after this long it is forgotten, so that dead pods do not pile up.
+MONITOR_WORKER_FORGET_AFTER = env_float("MONITOR_WORKER_FORGET_AFTER", 86400.0, minimum=1.0)
+# Queue history: one point per step (the deepest sample in it), kept this long.
+MONITOR_HISTORY_STEP = env_int("MONITOR_HISTORY_STEP", 60, minimum=1)
+MONITOR_HISTORY_HOURS = env_float("MONITOR_HISTORY_HOURS", 24.0, minimum=1.0)
+# RabbitMQ only: the management API (http://host:15672) gives unacked counts,
+# message rates and the head message's timestamp; without it, depths come from
+# a passive queue declare. Credentials default to the broker URL's.
+RABBITMQ_MANAGEMENT_URL = env_str("RABBITMQ_MANAGEMENT_URL", "")
 
 # Static files are served by whitenoise from the apps' folders, so that the
 # site works without a collectstatic step; production images run it anyway.
