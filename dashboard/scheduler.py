@@ -13,7 +13,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import close_old_connections
+
+from dashboard.sampling import BrokerSampler, WorkerSampler
 
 logger = logging.getLogger("dashboard.monitor")
 
@@ -27,7 +30,10 @@ class Job:
 
 def scheduled_jobs() -> list[Job]:
     """Every periodic job of the monitor; each capability adds its own here."""
-    return []
+    return [
+        Job("sample-broker", settings.MONITOR_BROKER_INTERVAL, BrokerSampler()),
+        Job("sample-workers", settings.MONITOR_WORKERS_INTERVAL, WorkerSampler()),
+    ]
 
 
 class Scheduler(threading.Thread):
