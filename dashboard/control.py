@@ -61,19 +61,48 @@ class Replies:
         return {"command": self.command, "ok": self.ok, "errors": self.errors}
 
 
-@contextmanager
-def _connection() -> Iterator[Connection]:
-    """A fresh connection per call: a restarted broker never leaves a stale one.
+def connect() -> Connection:
+    """A connection to the broker for control commands, established with one try.
 
-    It is established up front with one try, so that an absent broker fails
-    fast instead of inside kombu's publish, which retries without end.
+    An absent broker fails here, at once. The monitor keeps one open between
+    rounds (opening one costs about as much as a round); a web request opens
+    its own.
     """
     connection = app.connection_for_write()
+    _bound_retries(connection)
     try:
         connection.ensure_connection(max_retries=1)
-        yield connection
     except BROKER_ERRORS as exc:
+        connection.release()
         raise BrokerUnavailable(f"the broker cannot be reached: {exc}") from exc
+    return connection
+
+
+def _bound_retries(connection: Connection) -> None:
+    """Make a lost connection fail the command instead of hanging it.
+
+    Every broadcast publishes with ``retry=True`` and no retry policy, and
+    kombu then reconnects without end: a broker that went away would hold the
+    monitor's samplers (and an operator's click) until it came back.
+    """
+    ensure = connection.ensure
+
+    def bounded(
+        obj: Any, fun: Any, errback: Any = None, max_retries: int | None = None, **options: Any
+    ) -> Any:
+        return ensure(obj, fun, errback, 1 if max_retries is None else max_retries, **options)
+
+    connection.ensure = bounded  # type: ignore[method-assign,assignment]
+
+
+@contextmanager
+def _connection(given: Connection | None = None) -> Iterator[Connection]:
+    if given is not None:
+        yield given
+        return
+    connection = connect()
+    try:
+        yield connection
     finally:
         connection.release()
 
@@ -84,8 +113,9 @@ def _broadcast(
     arguments: dict[str, Any] | None = None,
     destination: Sequence[str] | None = None,
     limit: int | None = None,
+    connection: Connection | None = None,
 ) -> list[dict[str, Any]]:
-    with _connection() as connection:
+    with _connection(connection) as conn:
         try:
             replies = app.control.broadcast(
                 command,
@@ -94,7 +124,7 @@ def _broadcast(
                 reply=True,
                 limit=limit or None,
                 timeout=settings.MONITOR_INSPECT_TIMEOUT,
-                connection=connection,
+                connection=conn,
             )
         except BROKER_ERRORS as exc:
             raise BrokerUnavailable(f"the broker went away during {command}: {exc}") from exc
@@ -125,14 +155,17 @@ def _replies(command: str, raw: list[dict[str, Any]]) -> Replies:
 # --- the workers round ------------------------------------------------------------
 
 
-def snapshot_round(*, limit: int | None) -> dict[str, Report] | None:
+def snapshot_round(
+    *, limit: int | None, connection: Connection | None = None
+) -> dict[str, Report] | None:
     """Every worker's state in one broadcast; ``None`` when nobody replied.
 
     Workers without the hook do not know the command; they are asked the
     standard inspect commands, and their answers are shaped the same way.
     """
+    arguments = {"max_tasks": TASK_LIST_LIMIT}
     replies = _by_worker(
-        _broadcast(SNAPSHOT_COMMAND, arguments={"max_tasks": TASK_LIST_LIMIT}, limit=limit)
+        _broadcast(SNAPSHOT_COMMAND, arguments=arguments, limit=limit, connection=connection)
     )
     if not replies:
         return None
@@ -144,16 +177,18 @@ def snapshot_round(*, limit: int | None) -> dict[str, Report] | None:
         else:
             unequipped.append(host)
     if unequipped:
-        reports.update(_standard_round(unequipped))
+        reports.update(_standard_round(unequipped, connection))
     return reports
 
 
-def _standard_round(hosts: list[str]) -> dict[str, Report]:
+def _standard_round(hosts: list[str], connection: Connection | None) -> dict[str, Report]:
     """The plain inspect commands, for workers that lack ``ops_snapshot``."""
     reports: dict[str, Report] = {host: {} for host in hosts}
     for command in FALLBACK_COMMANDS:
         arguments = {"safe": True} if command == "active" else {}
-        answers = _by_worker(_broadcast(command, arguments=arguments, destination=hosts))
+        answers = _by_worker(
+            _broadcast(command, arguments=arguments, destination=hosts, connection=connection)
+        )
         for host, answer in answers.items():
             if host in reports and not (isinstance(answer, dict) and "error" in answer):
                 reports[host][command] = answer

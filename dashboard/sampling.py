@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from kombu import Connection
 
 from dashboard import control
 from dashboard.celery import BROKER_ERRORS, BrokerUnavailable
@@ -253,20 +254,28 @@ class WorkerSampler:
     """One inspect round: every worker's state, and each queue's rates."""
 
     rounds: int = 0
+    discover_every: int = DISCOVER_WORKERS_EVERY_ROUNDS
     # Per worker: when it last answered (monotonic) and its received counts then.
     _counts: dict[str, tuple[float, dict[str, int]]] = field(default_factory=dict)
     # Queue depths at the previous round, for the arrival rate.
     _depths_at: float | None = None
     _depths: dict[str, int | None] = field(default_factory=dict)
+    # Kept open between rounds: opening one costs about as much as a round.
+    _connection: Connection | None = None
 
     def __call__(self) -> None:
         now = timezone.now()
         online = WorkerSnapshot.objects.filter(online=True).count()
-        discover = online == 0 or self.rounds % DISCOVER_WORKERS_EVERY_ROUNDS == 0
+        discover = online == 0 or self.rounds % self.discover_every == 0
         self.rounds += 1
         try:
-            reports = control.snapshot_round(limit=None if discover else online)
+            if self._connection is None:
+                self._connection = control.connect()
+            reports = control.snapshot_round(
+                limit=None if discover else online, connection=self._connection
+            )
         except BrokerUnavailable as exc:
+            self.close()
             logger.warning("worker sampling failed: %s", exc)
             record_failure(WORKERS_COLLECTOR, exc)
             return
@@ -276,6 +285,14 @@ class WorkerSampler:
         store_worker_reports(reports or {}, now=now)
         self._update_rates(reports, time.monotonic())
         record_success(WORKERS_COLLECTOR)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.release()
+            except Exception as exc:
+                logger.debug("closing the control connection: %s", exc)
+            self._connection = None
 
     def _update_rates(self, reports: dict[str, control.Report] | None, at: float) -> None:
         """Consumption from the workers' received counts; arrivals add the depth change.

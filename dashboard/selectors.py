@@ -107,28 +107,39 @@ def consumers_by_queue() -> dict[str, list[str]]:
     return consumers
 
 
+def _row(
+    snapshot: QueueSnapshot, consumers: dict[str, list[str]], pauses: dict[str, QueuePause]
+) -> QueueRow:
+    return QueueRow(
+        name=snapshot.name,
+        exists=snapshot.exists,
+        depth=snapshot.depth,
+        ready=snapshot.ready,
+        unacked=snapshot.unacked,
+        broker_consumers=snapshot.broker_consumers,
+        oldest_age=snapshot.oldest_age,
+        in_rate=snapshot.in_rate,
+        out_rate=snapshot.out_rate,
+        sources=list(snapshot.sources or []),
+        sampled_at=snapshot.sampled_at,
+        consumers=sorted(consumers.get(snapshot.name, [])),
+        paused=pauses.get(snapshot.name),
+        is_dead_letter_queue=snapshot.name == settings.DEADLETTERS_QUEUE,
+    )
+
+
 def queue_rows() -> list[QueueRow]:
     consumers = consumers_by_queue()
     pauses = {pause.queue: pause for pause in QueuePause.objects.all()}
-    return [
-        QueueRow(
-            name=s.name,
-            exists=s.exists,
-            depth=s.depth,
-            ready=s.ready,
-            unacked=s.unacked,
-            broker_consumers=s.broker_consumers,
-            oldest_age=s.oldest_age,
-            in_rate=s.in_rate,
-            out_rate=s.out_rate,
-            sources=list(s.sources or []),
-            sampled_at=s.sampled_at,
-            consumers=sorted(consumers.get(s.name, [])),
-            paused=pauses.get(s.name),
-            is_dead_letter_queue=s.name == settings.DEADLETTERS_QUEUE,
-        )
-        for s in QueueSnapshot.objects.order_by("name")
-    ]
+    return [_row(s, consumers, pauses) for s in QueueSnapshot.objects.order_by("name")]
+
+
+def queue_row(name: str) -> QueueRow | None:
+    snapshot = QueueSnapshot.objects.filter(name=name).first()
+    if snapshot is None:
+        return None
+    pauses = {pause.queue: pause for pause in QueuePause.objects.filter(queue=name)}
+    return _row(snapshot, consumers_by_queue(), pauses)
 
 
 def attach_charts(rows: list[QueueRow], now: datetime | None = None) -> None:
@@ -146,10 +157,6 @@ def attach_charts(rows: list[QueueRow], now: datetime | None = None) -> None:
             points[queue].append(((at - start).total_seconds(), depth))
     for row in rows:
         row.chart = points.get(row.name, [])
-
-
-def queue_row(name: str) -> QueueRow | None:
-    return next((row for row in queue_rows() if row.name == name), None)
 
 
 # --- workers ----------------------------------------------------------------------

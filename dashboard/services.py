@@ -124,9 +124,10 @@ def queue_purge(*, queue: str, confirmation: str, user: AnyUser) -> int:
     return purged
 
 
-def worker_pool_resize(*, hostname: str, grow: bool, n: int, user: AnyUser) -> control.Replies:
-    if not 1 <= n <= 100:
-        raise InvalidControl("Grow or shrink by 1 to 100 processes.")
+def worker_pool_resize(*, hostname: str, action: str, n: int, user: AnyUser) -> control.Replies:
+    if action not in ("grow", "shrink") or not 1 <= n <= 100:
+        raise InvalidControl("Grow or shrink the pool by 1 to 100 processes.")
+    grow = action == "grow"
     replies = control.pool_grow(hostname, n) if grow else control.pool_shrink(hostname, n)
     audit.record(
         user=user,

@@ -76,9 +76,11 @@ def queues(request: HtmxHttpRequest) -> HttpResponse:
     return _page(request, "dashboard/queues.html", "table", _queue_context(request))
 
 
-def _queue_control(request: HtmxHttpRequest, name: str, verb: str, act: Any) -> HttpResponse:
+def _queue_control(
+    request: HtmxHttpRequest, name: str, verb: str, act: Callable[..., Replies]
+) -> HttpResponse:
     try:
-        replies: Replies = act(queue=name, user=request.user)
+        replies = act(queue=name, user=request.user)
     except services.NotPaused as exc:
         return _queue_result(request, error=str(exc), status=409)
     except services.BrokerUnavailable as exc:
@@ -159,10 +161,13 @@ def worker_detail(request: HtmxHttpRequest, hostname: str) -> HttpResponse:
 
 
 def _worker_control(
-    request: HtmxHttpRequest, worker: WorkerSnapshot, act: Any, **arguments: Any
+    request: HtmxHttpRequest,
+    worker: WorkerSnapshot,
+    act: Callable[..., Replies],
+    **arguments: Any,
 ) -> HttpResponse:
     try:
-        replies: Replies = act(hostname=worker.hostname, user=request.user, **arguments)
+        replies = act(hostname=worker.hostname, user=request.user, **arguments)
     except services.InvalidControl as exc:
         return _worker_result(request, worker, error=str(exc), status=422)
     except services.BrokerUnavailable as exc:
@@ -187,9 +192,9 @@ def _worker_result(request: HtmxHttpRequest, worker: WorkerSnapshot, **result: A
 @permission_required("dashboard.control_worker", raise_exception=True)
 def worker_pool(request: HtmxHttpRequest, hostname: str) -> HttpResponse:
     worker = get_object_or_404(WorkerSnapshot, hostname=hostname)
-    grow = request.POST.get("action") == "grow"
+    action = request.POST.get("action", "")
     n = _int(request.POST.get("n"), 1)
-    return _worker_control(request, worker, services.worker_pool_resize, grow=grow, n=n)
+    return _worker_control(request, worker, services.worker_pool_resize, action=action, n=n)
 
 
 @require_POST

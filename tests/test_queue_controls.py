@@ -158,6 +158,8 @@ def test_the_pool_grows_and_shrinks(operator_client: Client, sampled: WorkerSamp
     sample_until(
         sampled, lambda: WorkerSnapshot.objects.get(hostname=SESSION_WORKER).concurrency == 2
     )
+    nonsense = operator_client.post(url, {"action": "explode"}, HTTP_HX_REQUEST="true")
+    assert nonsense.status_code == 422
     assert list(AuditEvent.objects.order_by("id").values_list("action", "target_ids", "count")) == [
         ("worker_pool_grow", [SESSION_WORKER], 1),
         ("worker_pool_shrink", [SESSION_WORKER], 1),
