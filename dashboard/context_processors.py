@@ -1,15 +1,36 @@
+"""What every page shows: banners for a broker that cannot be reached and a
+full dead-letter cap, from stored state only (never the broker itself)."""
+
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpRequest
+
+from dashboard.models import CollectorStatus
 
 
 def banners(request: HttpRequest) -> dict[str, Any]:
-    """Site-wide warnings, from stored state only (never the broker)."""
-    if not settings.DEADLETTERS_MAX_OPEN or not request.user.is_authenticated:
-        return {}
-    from deadletters.selectors import open_cap_reached
+    """``broker_failure`` (the broker collector's status while it fails) and the open cap.
 
-    return {"open_cap_reached": open_cap_reached(), "open_cap": settings.DEADLETTERS_MAX_OPEN}
+    A page must render even when these cannot be read: no banner then, never a 500.
+    """
+    if not getattr(request, "user", None) or not request.user.is_authenticated:
+        return {}
+    try:
+        context: dict[str, Any] = {
+            "broker_failure": CollectorStatus.objects.filter(
+                name="broker", failing_since__isnull=False
+            ).first()
+        }
+        if settings.DEADLETTERS_MAX_OPEN:
+            from deadletters.selectors import open_cap_reached
+
+            context.update(
+                open_cap_reached=open_cap_reached(), open_cap=settings.DEADLETTERS_MAX_OPEN
+            )
+    except DatabaseError:
+        return {}
+    return context

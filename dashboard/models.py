@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import models
+from django.urls import reverse
 
 
 class CollectorStatus(models.Model):
@@ -79,3 +80,130 @@ class MonitorLeader(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.holder or 'nobody'}"
+class QueueSnapshot(models.Model):
+    """The latest sample of one known queue, as the monitor last read the broker.
+
+    Pages and ``/metrics`` read these rows; nothing on the request path asks
+    the broker. ``None`` means "not known" (a broker that does not say, a
+    message without a stamp), never zero.
+    """
+
+    name = models.CharField(max_length=255, unique=True)
+    sampled_at = models.DateTimeField()
+    # Why the queue is known: configured, workers, dead letters, broker, paused.
+    sources = models.JSONField(default=list)
+    # False when the broker says the queue does not exist (RabbitMQ).
+    exists = models.BooleanField(default=True)
+    # Messages waiting: ready plus unacknowledged where the broker tells them apart.
+    depth = models.PositiveBigIntegerField(null=True)
+    ready = models.PositiveBigIntegerField(null=True)
+    unacked = models.PositiveBigIntegerField(null=True)
+    # Consumers as the broker counts them (RabbitMQ); workers are counted on read.
+    broker_consumers = models.PositiveIntegerField(null=True)
+    # Age of the oldest waiting message when sampled, from its publish stamp.
+    oldest_age = models.FloatField(null=True)
+    # Messages per second between the two latest samples.
+    in_rate = models.FloatField(null=True)
+    out_rate = models.FloatField(null=True)
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [("control_queue", "Can pause, resume and purge queues")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class QueueHistory(models.Model):
+    """One point of a queue's downsampled history: the deepest sample of a step."""
+
+    queue = models.CharField(max_length=255)
+    # The start of the step (MONITOR_HISTORY_STEP seconds).
+    at = models.DateTimeField(db_index=True)
+    depth = models.PositiveBigIntegerField(null=True)
+    depth_max = models.PositiveBigIntegerField(null=True)
+    oldest_age = models.FloatField(null=True)
+    in_rate = models.FloatField(null=True)
+    out_rate = models.FloatField(null=True)
+
+    class Meta:
+        ordering = ["queue", "at"]
+        constraints = [
+            models.UniqueConstraint(fields=["queue", "at"], name="queue_history_point"),
+        ]
+        verbose_name_plural = "queue history"
+
+    def __str__(self) -> str:
+        return f"{self.queue} at {self.at:%Y-%m-%d %H:%M}"
+
+
+class QueuePause(models.Model):
+    """A queue an operator paused: who, when, and which workers consumed it then.
+
+    Resume asks those workers to consume it again; a worker started later
+    consumes its own ``-Q`` queues whatever this row says.
+    """
+
+    queue = models.CharField(max_length=255, unique=True)
+    paused_at = models.DateTimeField(auto_now_add=True)
+    paused_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    username = models.CharField(max_length=150, blank=True)
+    workers = models.JSONField(default=list)
+
+    def __str__(self) -> str:
+        return self.queue
+
+
+class WorkerSnapshot(models.Model):
+    """The latest answer of one Celery worker to the monitor's inspect round."""
+
+    hostname = models.CharField(max_length=255, unique=True)
+    first_seen_at = models.DateTimeField()
+    # When it last answered; it goes offline MONITOR_WORKER_OFFLINE_AFTER later.
+    last_seen_at = models.DateTimeField(db_index=True)
+    online = models.BooleanField(default=True)
+    pid = models.PositiveIntegerField(null=True)
+    sw_ver = models.CharField(max_length=32, blank=True)
+    pool = models.CharField(max_length=64, blank=True)
+    # The pool's configured size and the processes (or threads) it runs now.
+    pool_size = models.PositiveIntegerField(null=True)
+    concurrency = models.PositiveIntegerField(null=True)
+    autoscale_max = models.PositiveIntegerField(null=True)
+    autoscale_min = models.PositiveIntegerField(null=True)
+    prefetch_count = models.PositiveIntegerField(null=True)
+    active_count = models.PositiveIntegerField(default=0)
+    reserved_count = models.PositiveIntegerField(default=0)
+    scheduled_count = models.PositiveIntegerField(default=0)
+    processed = models.PositiveBigIntegerField(default=0)
+    loadavg = models.JSONField(default=list)
+    # Seconds since the worker started, as of last_seen_at.
+    uptime = models.PositiveBigIntegerField(null=True)
+    queues = models.JSONField(default=list)
+    # Task lists as last sampled, with arguments as short, safe reprs.
+    active = models.JSONField(default=list)
+    reserved = models.JSONField(default=list)
+    scheduled = models.JSONField(default=list)
+    registered = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["hostname"]
+        permissions = [
+            ("control_worker", "Can resize worker pools, autoscale and revoke tasks"),
+        ]
+
+    def __str__(self) -> str:
+        return self.hostname
+
+    def get_absolute_url(self) -> str:
+        return reverse("worker_detail", args=[self.hostname])
+
+    @property
+    def autoscale_enabled(self) -> bool:
+        return self.autoscale_max is not None
+
+    def started_at(self) -> datetime | None:
+        if self.uptime is None:
+            return None
+        return self.last_seen_at - timedelta(seconds=self.uptime)

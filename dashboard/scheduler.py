@@ -19,10 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
 from dashboard.leader import Lease, record_leadership, record_resignation
+from dashboard.sampling import BrokerSampler, WorkerSampler
 
 logger = logging.getLogger("dashboard.monitor")
 
@@ -39,6 +41,8 @@ def scheduled_jobs() -> list[Job]:
     from deadletters import bulk, retention, search
 
     return [
+        Job("sample-broker", settings.MONITOR_BROKER_INTERVAL, BrokerSampler()),
+        Job("sample-workers", settings.MONITOR_WORKERS_INTERVAL, WorkerSampler()),
         Job("search-index", 1.0, search.index_all_pending),
         Job("bulk-actions", 1.0, bulk.run_pending),
         Job("retention", 600.0, retention.prune),

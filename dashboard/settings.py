@@ -256,6 +256,26 @@ READYZ_MAX_AGE_SECONDS = env_int("READYZ_MAX_AGE_SECONDS", 120, minimum=1)
 READYZ_MAX_AGE_BY_COLLECTOR = env_seconds_map("READYZ_MAX_AGE_BY_COLLECTOR")
 READYZ_BROKER_TIMEOUT = env_float("READYZ_BROKER_TIMEOUT", 2.0, minimum=0.1)
 
+# --- Queues and workers (sampled by the monitor) -----------------------------
+# Queues to show even before a worker, a dead letter or the broker names them.
+MONITOR_QUEUES = env_list("MONITOR_QUEUES", [])
+MONITOR_BROKER_INTERVAL = env_float("MONITOR_BROKER_INTERVAL", 5.0, minimum=0.5)
+MONITOR_WORKERS_INTERVAL = env_float("MONITOR_WORKERS_INTERVAL", 10.0, minimum=0.5)
+# Inspect waits this long after the last reply; a round ends sooner once
+# every known worker has answered.
+MONITOR_INSPECT_TIMEOUT = env_float("MONITOR_INSPECT_TIMEOUT", 1.0, minimum=0.1)
+# A worker that has not answered for this long is shown offline...
+MONITOR_WORKER_OFFLINE_AFTER = env_float("MONITOR_WORKER_OFFLINE_AFTER", 30.0, minimum=1.0)
+# ...and after this long it is forgotten, so that dead pods do not pile up.
+MONITOR_WORKER_FORGET_AFTER = env_float("MONITOR_WORKER_FORGET_AFTER", 86400.0, minimum=1.0)
+# Queue history: one point per step (the deepest sample in it), kept this long.
+MONITOR_HISTORY_STEP = env_int("MONITOR_HISTORY_STEP", 60, minimum=1)
+MONITOR_HISTORY_HOURS = env_float("MONITOR_HISTORY_HOURS", 24.0, minimum=1.0)
+# RabbitMQ only: the management API (http://host:15672) gives unacked counts,
+# message rates and the head message's timestamp; without it, depths come from
+# a passive queue declare. Credentials default to the broker URL's.
+RABBITMQ_MANAGEMENT_URL = env_str("RABBITMQ_MANAGEMENT_URL", "")
+
 # Static files are served by whitenoise from the apps' folders, so that the
 # site works without a collectstatic step; production images run it anyway.
 WHITENOISE_USE_FINDERS = True

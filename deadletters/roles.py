@@ -9,12 +9,20 @@ from __future__ import annotations
 from typing import Any
 
 ROLES: dict[str, list[str]] = {
-    "Viewer": ["deadletters.view_deadletter"],
+    "Viewer": [
+        "deadletters.view_deadletter",
+        "dashboard.view_queuesnapshot",
+        "dashboard.view_workersnapshot",
+    ],
     "Operator": [
         "deadletters.view_deadletter",
         "deadletters.change_deadletter",
         "deadletters.requeue_deadletter",
         "deadletters.discard_deadletter",
+        "dashboard.view_queuesnapshot",
+        "dashboard.view_workersnapshot",
+        "dashboard.control_queue",
+        "dashboard.control_worker",
     ],
 }
 

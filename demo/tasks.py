@@ -56,6 +56,13 @@ def build_report(report_id: int, seconds: float = 5.0) -> None:
 
 
 @app.task
+def long_running(job_id: int, seconds: float = 5.0) -> int:
+    """Takes its time: shows up as an active task on the workers page."""
+    time.sleep(seconds)
+    return job_id
+
+
+@app.task
 def crash_worker(job_id: int) -> None:
     """Kills its own pool child, like an out-of-memory kill would."""
     os.kill(os.getpid(), signal.SIGKILL)

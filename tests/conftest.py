@@ -46,6 +46,18 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
         time.sleep(interval)
 
 
+def sample_until(
+    sampler: Callable[[], object], check: Callable[[], Any], timeout: float = 20.0
+) -> Any:
+    """Run the monitor's sampler round after round until ``check`` holds."""
+
+    def probe() -> Any:
+        sampler()
+        return check()
+
+    return wait_until(probe, timeout=timeout)
+
+
 # --- the broker ---------------------------------------------------------------
 
 
@@ -214,16 +226,22 @@ class WorkerProcess:
         return self.log.read_text(errors="replace")
 
 
-def start_worker(url: str, name: str, *extra: str) -> WorkerProcess:
+def start_worker(
+    url: str, name: str, *extra: str, backend: str | None = None, app: str = "demo.celery_app"
+) -> WorkerProcess:
+    """A real worker (of the demo app by default); ``extra`` options override the defaults.
+
+    ``backend``: the result backend, when the broker cannot be one (RabbitMQ).
+    """
     log = testenv.DATA_DIR / f"worker-{name}-{uuid.uuid4().hex[:6]}.log"
-    env = dict(os.environ, CELERY_BROKER_URL=url, CELERY_RESULT_BACKEND=url)
+    env = dict(os.environ, CELERY_BROKER_URL=url, CELERY_RESULT_BACKEND=backend or url)
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "celery",
             "-A",
-            "demo.celery_app",
+            app,
             "worker",
             "-P",
             "prefork",
