@@ -1,8 +1,11 @@
 """Dead-letter capture for a team's Celery app.
 
-Enable it with one import in the Celery app (or ``imports=("deadletters.hook",)``):
+Enable it with one import in the module that creates the Celery app:
 
     import deadletters.hook  # noqa: F401
+
+(``imports=("deadletters.hook",)`` alone loads it in workers only, so producers
+would publish without the ``x_sent_at`` stamp.)
 
 It imports only celery, kombu and the standard library, so workers need no
 Django. It stamps every published task with ``x_sent_at`` and ``x_queue``, and

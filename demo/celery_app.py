@@ -10,6 +10,10 @@ import os
 
 from celery import Celery
 
+# The whole integration: one import, in the module that creates the app, so
+# that producers stamp what they publish and workers report what fails.
+import deadletters.hook  # noqa: F401
+
 BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 
 app = Celery(
@@ -20,8 +24,6 @@ app = Celery(
     include=["demo.tasks"],
 )
 app.conf.update(
-    # The whole integration: one import.
-    imports=("deadletters.hook",),
     task_serializer="json",
     accept_content=["json"],
     task_acks_late=True,

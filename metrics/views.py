@@ -8,7 +8,8 @@ from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from metrics.collector import StoredStateCollector
 
@@ -41,4 +42,5 @@ def metrics(request: HttpRequest) -> HttpResponse:
     # is kept in this process.
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoredStateCollector())
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    # The classic text format, which every Prometheus 2.x parses.
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_PLAIN_0_0_4)
