@@ -80,6 +80,8 @@ class MonitorLeader(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.holder or 'nobody'}"
+
+
 class QueueSnapshot(models.Model):
     """The latest sample of one known queue, as the monitor last read the broker.
 
