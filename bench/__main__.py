@@ -13,6 +13,7 @@ import sys
 BENCHMARKS: dict[str, str] = {
     "ingest": "bench.ingest",
     "console": "bench.console",
+    "metrics": "bench.metrics",
 }
 
 USAGE = (
