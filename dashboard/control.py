@@ -14,10 +14,12 @@ import reprlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from django.conf import settings
 from kombu import Connection
+from kombu.pidbox import Mailbox
 
 from dashboard.celery import BROKER_ERRORS, BrokerUnavailable, app
 
@@ -115,20 +117,40 @@ def _broadcast(
     limit: int | None = None,
     connection: Connection | None = None,
 ) -> list[dict[str, Any]]:
+    timeout = settings.MONITOR_INSPECT_TIMEOUT
     with _connection(connection) as conn:
+        mailbox: Any = _mailbox()(conn)  # the stubs take it for a Node
         try:
-            replies = app.control.broadcast(
-                command,
-                arguments=arguments or {},
-                destination=list(destination) if destination else None,
-                reply=True,
-                limit=limit or None,
-                timeout=settings.MONITOR_INSPECT_TIMEOUT,
-                connection=conn,
-            )
+            if destination:
+                replies = mailbox.call(list(destination), command, arguments or {}, timeout)
+            else:
+                replies = mailbox.multi_call(command, arguments or {}, timeout, limit or None)
         except BROKER_ERRORS as exc:
             raise BrokerUnavailable(f"the broker went away during {command}: {exc}") from exc
     return list(replies or [])
+
+
+@cache
+def _mailbox() -> Mailbox:
+    """Celery's control mailbox, publishing on the connection it is given.
+
+    ``app.control`` publishes through the app's producer pool instead: on a
+    connection of its own, made once for whatever broker was configured then,
+    and one on which kombu retries without end.
+    """
+    conf = app.conf
+    return Mailbox(
+        conf.control_exchange,
+        type="fanout",
+        accept=conf.accept_content,
+        serializer=conf.task_serializer,
+        queue_ttl=conf.control_queue_ttl,
+        reply_queue_ttl=conf.control_queue_ttl,
+        queue_expires=conf.control_queue_expires,
+        queue_exclusive=conf.control_queue_exclusive,
+        queue_durable=conf.control_queue_durable,
+        reply_queue_expires=conf.control_queue_expires,
+    )
 
 
 def _by_worker(replies: list[dict[str, Any]]) -> dict[str, Any]:

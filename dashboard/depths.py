@@ -232,7 +232,10 @@ class RabbitManagementDepths:
         # The operator's own configured URL, http or https: S310 is about file:// and such.
         request = urllib.request.Request(url, headers=self.headers)  # noqa: S310
         with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-            payload = json.load(response)
+            try:
+                payload = json.load(response)
+            except ValueError as exc:
+                raise DepthError(f"the management API did not answer JSON: {exc}") from exc
         if not isinstance(payload, list):
             raise DepthError(f"the management API answered {str(payload)[:200]}")
         self._listing = payload

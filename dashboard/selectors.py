@@ -88,12 +88,13 @@ class QueueRow:
 
     @property
     def missing_consumer(self) -> bool:
-        """Messages wait and nobody (that we know of) consumes them."""
+        """Messages wait and nobody (that we know of) consumes them, unintended."""
         return (
             bool(self.depth)
             and not self.consumers
             and not self.broker_consumers
             and not self.is_dead_letter_queue
+            and self.paused is None
         )
 
 

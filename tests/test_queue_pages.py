@@ -97,6 +97,8 @@ def test_the_queues_table_shows_depth_age_consumers_and_warnings(
     queue("stuck", depth=7, oldest_age=None)
     queue("empty", depth=0)
     queue("deadletters", depth=3, sources=["monitor"])
+    queue("held", depth=5)
+    QueuePause.objects.create(queue="held")
     worker("a@h", queues=["default", "empty"])
     page = operator_client.get(reverse("queues")).content.decode()
     found = re.findall(r"<tr([^>]*)>\s*<td\s*><b>([^<]+)</b>(.*?)</tr>", page, re.S)
@@ -112,6 +114,8 @@ def test_the_queues_table_shows_depth_age_consumers_and_warnings(
     assert "no consumer" in rows["stuck"]
     assert "no consumer" not in rows["empty"]
     assert "no consumer" not in rows["deadletters"], "the monitor drains it"
+    assert "no consumer" not in rows["held"], "paused on purpose"
+    assert "paused" in rows["held"]
     assert "the monitor" in rows["deadletters"]
 
 

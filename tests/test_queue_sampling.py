@@ -55,7 +55,7 @@ def test_every_source_of_queue_names_is_used(
     assert sources[f"{tag}-failed"] == ["dead letters"]
     assert sources[f"{tag}-bound"] == ["broker"]
     assert sources[f"{tag}-paused"] == ["paused"]
-    assert "monitor" in sources["deadletters"]  # and "broker" once anything bound it
+    assert "monitor" in sources["deadletters"]  # and "broker" once a dead letter was sent
     assert f"{tag}-failed-long-ago" not in sources
     assert QueueSnapshot.objects.get(name=f"{tag}-bound").depth == 1
     assert QueueSnapshot.objects.get(name=f"{tag}-configured").depth == 0
