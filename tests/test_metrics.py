@@ -51,8 +51,10 @@ def publish(url: str, queue: str, *, priority: int | None = None, stamped: bool 
         return
     with Connection(url) as conn:  # a producer without the hook: no x_sent_at
         target = Queue(queue, Exchange(queue), routing_key=queue, max_priority=9)
-        conn.Producer().publish({"x": 1}, exchange=target.exchange, routing_key=queue,
-                                declare=[target], serializer="json", priority=priority or 0)  # fmt: skip
+        conn.Producer().publish(
+            {"x": 1}, exchange=target.exchange, routing_key=queue, declare=[target],
+            serializer="json", priority=priority or 0,
+        )  # fmt: skip
 
 
 # --- access ---------------------------------------------------------------------
