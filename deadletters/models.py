@@ -81,8 +81,9 @@ class DeadLetter(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
     )
-    # Set by a bulk action; ``requeue_pending`` is true between its claim of the
-    # row and the broker's acceptance of the message (see deadletters.bulk).
+    # Set by a bulk action. ``requeue_pending`` marked a row between a bulk
+    # claim and the broker's answer until the runner kept that on the action
+    # instead (``BulkAction.pending_ids``); it is still read after an upgrade.
     bulk_action = models.ForeignKey(
         "BulkAction", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -253,6 +254,11 @@ class BulkAction(models.Model):
     # Claimed, handed to the broker, but the monitor died before it heard back:
     # never published twice, so reported instead of retried.
     unconfirmed = models.PositiveIntegerField(default=0)
+    # Requeue chunks between their claim (state, new task ids) and their
+    # confirmation, by id. Handed to the broker: a crash leaves them to be
+    # counted as unconfirmed. Claimed, not yet handed: they go out on resume.
+    pending_ids = models.JSONField(null=True, blank=True, editable=False)
+    claimed_ids = models.JSONField(null=True, blank=True, editable=False)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)

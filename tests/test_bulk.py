@@ -7,19 +7,34 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from typing import Any
 
 import pytest
 import redis
+from celery.signals import before_task_publish
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
+from dashboard import celery as site_celery
+from dashboard.broker import redis_priority_keys
 from dashboard.embedded_redis import EmbeddedRedis
 from dashboard.models import AuditEvent
 from deadletters import bulk
 from deadletters.models import BulkAction, DeadLetter, DeadLetterGroup, DeadLetterStats
-from deadletters.services import deadletter_discard
-from tests.conftest import ROOT, make_dead_letters, make_user, subprocess_env, wait_until
+from deadletters.services import deadletter_discard, deadletter_requeue
+from tests.conftest import (
+    ROOT,
+    make_dead_letter,
+    make_dead_letters,
+    make_user,
+    subprocess_env,
+    wait_until,
+)
 from tests.testenv import DATA_DIR
 
 pytestmark = pytest.mark.django_db
@@ -163,6 +178,226 @@ def test_with_the_broker_down_the_rest_stays_open_and_counts_as_failed(
     assert "broker" in action.last_error
     assert DeadLetter.objects.filter(state="open").count() == 20
     assert DeadLetterStats.objects.get().open == 20
+
+
+def on_publishing(number: int, then: Any) -> Any:
+    """A ``before_task_publish`` receiver that calls ``then()`` as message ``number`` is built."""
+    built = 0
+
+    def receiver(**_: object) -> None:
+        nonlocal built
+        built += 1
+        if built == number:
+            then()
+
+    return receiver
+
+
+def test_a_broker_lost_mid_chunk_gives_back_exactly_the_rows_it_was_never_handed(
+    operator_client: Client, broker: redis.Redis, redis_server: EmbeddedRedis
+) -> None:
+    pipeline = site_celery.PIPELINE
+    rows = make_dead_letters(2 * pipeline + 50, queue=TARGET)
+    assert len(rows) <= bulk.CHUNK
+    action = ask(operator_client, action="requeue", scope="filter", reason="r",
+                 filter_query=f"queue={TARGET}")  # fmt: skip
+    # The first pipeline has gone out; the broker stops while the second fills.
+    receiver = on_publishing(pipeline + pipeline // 2, redis_server.stop)
+    before_task_publish.connect(receiver)
+    try:
+        action = bulk.run(action)
+    finally:
+        before_task_publish.disconnect(receiver)
+        redis_server.start()
+    assert action.state == BulkAction.State.FAILED
+    assert "broker" in action.last_error
+    assert (action.done, action.failed, action.unconfirmed) == (pipeline, len(rows) - pipeline, 0)
+    requeued = DeadLetter.objects.filter(state="requeued")
+    assert list(requeued.order_by("pk").values_list("pk", flat=True)) == [
+        r.pk for r in rows[:pipeline]
+    ]
+    assert sorted(published_ids(broker)) == sorted(
+        requeued.values_list("requeue_task_id", flat=True)
+    )
+    given_back = DeadLetter.objects.filter(pk__in=[r.pk for r in rows[pipeline:]])
+    assert set(given_back.values_list("state", "requeue_task_id", "bulk_action")) == {
+        ("open", "", None)
+    }
+    stats = DeadLetterStats.objects.get(queue=TARGET)
+    assert (stats.open, stats.requeued_total) == (len(rows) - pipeline, pipeline)
+    assert BulkAction.objects.get(pk=action.pk).pending_ids is None
+
+
+def test_a_pipeline_the_broker_never_answers_is_unconfirmed_not_given_back(
+    operator_client: Client, broker: redis.Redis
+) -> None:
+    """Redis holds the second pipeline's writes past the client's socket timeout:
+    they may or may not be queued, so those rows are not offered again."""
+    pipeline = site_celery.PIPELINE
+    rows = make_dead_letters(2 * pipeline + 50, queue=TARGET)
+    action = ask(operator_client, action="requeue", scope="filter", reason="r",
+                 filter_query=f"queue={TARGET}")  # fmt: skip
+    # PING still answers in a write pause; LPUSH waits (socket timeout: 5 s).
+    receiver = on_publishing(pipeline + 1, lambda: broker.client_pause(20_000, all=False))
+    before_task_publish.connect(receiver)
+    try:
+        action = bulk.run(action)
+    finally:
+        before_task_publish.disconnect(receiver)
+        broker.client_unpause()
+    assert action.state == BulkAction.State.FAILED
+    assert (action.done, action.unconfirmed, action.failed) == (pipeline, pipeline, 50)
+    requeued = DeadLetter.objects.filter(state="requeued")
+    assert list(requeued.order_by("pk").values_list("pk", flat=True)) == [
+        r.pk for r in rows[: 2 * pipeline]
+    ]
+    assert DeadLetter.objects.filter(state="open").count() == 50
+    ids = published_ids(broker)
+    assert len(ids) == len(set(ids))
+    assert set(ids) <= set(requeued.values_list("requeue_task_id", flat=True))
+    assert pipeline <= len(ids) <= 2 * pipeline
+    assert DeadLetterStats.objects.get(queue=TARGET).open == 50
+
+
+def claimed_before_a_crash(action: BulkAction, rows: list[DeadLetter], **flags: Any) -> None:
+    """What a claim commit leaves: the rows requeued by the action, new task ids."""
+    for row in rows:
+        DeadLetter.objects.filter(pk=row.pk).update(
+            state=DeadLetter.State.REQUEUED, requeue_task_id=str(uuid.uuid4()),
+            requeued_at=timezone.now(), bulk_action=action, **flags,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("left", "unconfirmed"),
+    [("handed to the broker", 3), ("claimed, not handed yet", 0), ("flagged one by one", 3)],
+)
+def test_a_run_resumes_after_a_crash_between_claim_and_confirmation(
+    operator_client: Client, broker: redis.Redis, left: str, unconfirmed: int
+) -> None:
+    rows = make_dead_letters(6, queue=TARGET)
+    action = ask(operator_client, action="requeue", scope="filter", reason="r",
+                 filter_query=f"queue={TARGET}")  # fmt: skip
+    crashed = rows[:3]
+    ids = [r.pk for r in crashed]
+    # What the claim commit left: the cursor past the chunk, its ids on the action.
+    progress: dict[str, Any] = {"cursor": crashed[-1].pk}
+    if left == "handed to the broker":
+        claimed_before_a_crash(action, crashed)
+        progress["pending_ids"] = ids
+    elif left == "claimed, not handed yet":
+        claimed_before_a_crash(action, crashed)
+        progress["claimed_ids"] = ids
+    else:
+        # A runner before ``pending_ids`` flagged each row and kept the cursor before them.
+        claimed_before_a_crash(action, crashed, requeue_pending=True)
+        progress = {}
+    BulkAction.objects.filter(pk=action.pk).update(state=BulkAction.State.RUNNING, **progress)
+    action.refresh_from_db()
+
+    action = bulk.run(action)
+    assert (action.done, action.unconfirmed, action.skipped, action.failed) == (
+        6 - unconfirmed, unconfirmed, 0, 0,
+    )  # fmt: skip
+    assert action.pending_ids is None
+    assert action.claimed_ids is None
+    assert not DeadLetter.objects.filter(requeue_pending=True).exists()
+    published = DeadLetter.objects.filter(pk__in=[r.pk for r in rows[unconfirmed:]])
+    assert sorted(published_ids(broker)) == sorted(
+        published.values_list("requeue_task_id", flat=True)
+    )
+    stats = DeadLetterStats.objects.get(queue=TARGET)
+    assert (stats.open, stats.requeued_total) == (0, 6)
+
+
+def test_across_many_chunks_each_row_is_counted_and_published_once(
+    operator_client: Client, broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bulk, "CHUNK", 4)
+    rows = make_dead_letters(30, queue=TARGET)
+    make_dead_letter(queue=TARGET, args=["a\x00b"])  # stored lossy: cannot be requeued
+    action = ask(operator_client, action="requeue", scope="filter", reason="r",
+                 filter_query=f"queue={TARGET}")  # fmt: skip
+    someone = make_user("sam", group="Operator")
+    for row in rows[4:8]:  # a whole chunk, handled meanwhile
+        deadletter_discard(dead_letter=row, user=someone)
+    action = bulk.run(action)
+    assert action.state == BulkAction.State.DONE
+    assert (action.done, action.skipped, action.failed, action.unconfirmed) == (26, 4, 1, 0)
+    ids = published_ids(broker)
+    assert len(ids) == len(set(ids)) == 26
+    assert set(ids) == set(
+        DeadLetter.objects.filter(state="requeued").values_list("requeue_task_id", flat=True)
+    )
+    assert (action.pending_ids, action.claimed_ids) == (None, None)
+
+
+def test_with_the_broker_down_the_chunk_claimed_meanwhile_is_given_back_too(
+    operator_client: Client,
+    broker: redis.Redis,
+    redis_server: EmbeddedRedis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bulk, "CHUNK", 20)
+    make_dead_letters(50, queue=TARGET)
+    action = ask(operator_client, action="requeue", scope="filter", reason="r",
+                 filter_query=f"queue={TARGET}")  # fmt: skip
+    redis_server.stop()
+    try:
+        action = bulk.run(action)
+    finally:
+        redis_server.start()
+    assert action.state == BulkAction.State.FAILED
+    assert (action.done, action.failed, action.unconfirmed) == (0, 50, 0)
+    assert set(DeadLetter.objects.values_list("state", "requeue_task_id", "bulk_action")) == {
+        ("open", "", None)
+    }
+    assert (action.pending_ids, action.claimed_ids) == (None, None)
+    assert DeadLetterStats.objects.get(queue=TARGET).open == 50
+
+
+def test_a_bulk_requeue_publishes_what_a_single_requeue_publishes(
+    operator_client: Client, operator: User, broker: redis.Redis
+) -> None:
+    single, bulked = make_dead_letters(
+        2, queue=TARGET, priority=5, args=["a", {"b": [1, 2.5, None]}], kwargs={"c": True},
+        headers={"x_sent_at": 1.0, "x_queue": TARGET, "tenant": "acme"},
+    )  # fmt: skip
+    deadletter_requeue(dead_letter=single, user=operator)
+    bulk.run(ask(operator_client, action="requeue", scope="selected", reason="r",
+                 ids=[bulked.pk]))  # fmt: skip
+    single.refresh_from_db()
+    bulked.refresh_from_db()
+
+    def comparable(raw: bytes | str, dead_letter: DeadLetter) -> str:
+        message = json.loads(raw)
+        del message["properties"]["delivery_tag"]  # random
+        # Celery's id of the publishing thread; the bulk publishes from a thread of its own.
+        assert message["properties"].pop("reply_to")
+        assert message["headers"].pop("x_sent_at") > 1.0
+        text = json.dumps(message, sort_keys=True)
+        text = text.replace(dead_letter.requeue_task_id, "<new id>")
+        return text.replace(dead_letter.task_id, "<old id>")
+
+    # Priority 5 is kept in one of the queue's priority lists, not in the queue's own.
+    first, second = [
+        raw for key in redis_priority_keys(TARGET) for raw in broker.lrange(key, 0, -1)[::-1]
+    ]
+    assert comparable(second, bulked) == comparable(first, single)
+
+
+def test_a_chunk_costs_the_same_queries_whatever_its_size(
+    operator_client: Client, broker: redis.Redis
+) -> None:
+    def queries(count: int) -> int:
+        rows = make_dead_letters(count, queue=TARGET)
+        action = ask(operator_client, action="requeue", scope="selected", reason="r",
+                     ids=[r.pk for r in rows])  # fmt: skip
+        with CaptureQueriesContext(connection) as captured:
+            assert bulk.run(action).done == count
+        return len(captured.captured_queries)
+
+    assert queries(2) == queries(40)
 
 
 def test_a_viewer_cannot_start_a_bulk_action(viewer_client: Client) -> None:
