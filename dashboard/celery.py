@@ -108,9 +108,9 @@ def publish_tasks(messages: Sequence[Mapping[str, Any]]) -> Published:
     They go in order through one producer and, on Redis, in pipelines of
     ``PIPELINE`` messages instead of a round trip each. The messages are what
     ``publish_task`` sends, built by the same Celery calls, less the per-message
-    costs of ``send_task`` that a requeue does not need (the result backend's
-    subscription, ``saferepr`` of the arguments). A broker error never raises:
-    the answer says how far it got.
+    costs of ``send_task`` that a requeue does not need: ``saferepr`` of the
+    arguments, and with a Redis result backend a subscription to each result.
+    A broker error never raises: the answer says how far it got.
     """
     accepted = in_flight = 0
     try:
