@@ -19,6 +19,11 @@ def banners(request: HttpRequest) -> dict[str, Any]:
     """
     if not getattr(request, "user", None) or not request.user.is_authenticated:
         return {}
+    # Once per request: django-tables2 renders each template cell with a
+    # RequestContext, which would run this again for every row.
+    cached: dict[str, Any] | None = getattr(request, "_ops_banners", None)
+    if cached is not None:
+        return cached
     try:
         context: dict[str, Any] = {
             "broker_failure": CollectorStatus.objects.filter(
@@ -33,4 +38,5 @@ def banners(request: HttpRequest) -> dict[str, Any]:
             )
     except DatabaseError:
         return {}
+    request._ops_banners = context  # type: ignore[attr-defined]
     return context

@@ -146,3 +146,18 @@ def test_htmx_is_served_from_our_own_static_files(operator_client: Client) -> No
     assert not [src for src in re.findall(r'src="([^"]+)"', page) if not src.startswith("/")]
     static = operator_client.get("/static/django_htmx/htmx-2.min.js")
     assert static.status_code == 200
+
+
+def test_the_list_does_not_query_once_per_row(operator_client: Client) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.conftest import make_dead_letters
+
+    make_dead_letters(3)
+    with CaptureQueriesContext(connection) as few:
+        operator_client.get(reverse("deadletters:list"))
+    make_dead_letters(20)
+    with CaptureQueriesContext(connection) as many:
+        operator_client.get(reverse("deadletters:list"))
+    assert len(many.captured_queries) == len(few.captured_queries)
