@@ -1,14 +1,14 @@
 """The sampling benchmark: queue depths on Redis, and an inspect round of real workers.
 
-    python -m bench.sample [--queues 1000] [--messages 2] [--rounds 30]
+    python -m bench.sample [--queues 1000] [--lists 4] [--messages 2] [--rounds 30]
                            [--workers 20] [--worker-rounds 10] [--only queues|workers]
 
 Queues: one run starts its own Redis and publishes through Celery (with the
-hook's stamps) ``--messages`` tasks to each of four priority lists of each of
-``--queues`` queues. It then times one depth-and-age sample of all of them
-with the monitor's reader (one server-side script call), against kombu's
-passive ``queue_declare`` per queue and Flower's pipelined ``LLEN`` per list,
-in the same run, and checks that all three count the same messages.
+hook's stamps) ``--messages`` tasks to each of ``--lists`` of the four priority
+lists of each of ``--queues`` queues. It then times one depth-and-age sample of
+all of them with the monitor's reader (one server-side script call), against
+kombu's passive ``queue_declare`` per queue and Flower's pipelined ``LLEN`` per
+list, in the same run, and checks that all three count the same messages.
 
 Workers: it starts ``--workers`` real ``celery worker`` processes (solo pool,
 one process each) of the demo app and times one round of the monitor's
@@ -79,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Queue depth sampling on Redis, and one inspect round of real workers.",
     )
     parser.add_argument("--queues", type=_positive, default=1000)
+    parser.add_argument(
+        "--lists",
+        type=int,
+        choices=range(1, len(PRIORITIES) + 1),
+        default=len(PRIORITIES),
+        help="priority lists of each queue that hold messages (default all 4)",
+    )
     parser.add_argument(
         "--messages",
         type=_positive,
@@ -176,7 +183,7 @@ def _queues(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     with app.producer_or_acquire() as producer:
         for name in names:
-            for priority in PRIORITIES:
+            for priority in PRIORITIES[: args.lists]:
                 for _ in range(args.messages):
                     app.send_task(
                         "demo.tasks.add",
@@ -185,7 +192,7 @@ def _queues(args: argparse.Namespace) -> dict[str, Any]:
                         priority=priority,
                         producer=producer,
                     )
-    published = len(names) * len(PRIORITIES) * args.messages
+    published = len(names) * args.lists * args.messages
     _progress(f"published {published:,} tasks in {time.perf_counter() - started:.1f}s")
 
     reader = RedisDepths()
@@ -226,6 +233,7 @@ def _queues(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "queues": len(names),
         "lists": len(keys),
+        "filled_lists": len(names) * args.lists,
         "messages": published,
         "stamped_queues": stamped,
         "ours": fast["ours"],
@@ -354,7 +362,8 @@ def _report(figures: dict[str, Any]) -> str:
     if queues:
         out += [
             f"Queue depth and age on Redis {figures['redis_version']}: {queues['queues']:,} "
-            f"queues, {queues['lists']:,} priority lists, {queues['messages']:,} messages",
+            f"queues, {queues['lists']:,} priority lists ({queues['filled_lists']:,} of them "
+            f"holding messages), {queues['messages']:,} messages",
             f"  {'':<58} {'p50 ms':>9} {'p95 ms':>9}",
             _row("ours: one script call, depth and oldest stamp", queues["ours"]),
             _row("kombu passive queue_declare per queue (depth only)", queues["kombu_passive"]),

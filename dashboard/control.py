@@ -67,8 +67,8 @@ def connect() -> Connection:
     """A connection to the broker for control commands, established with one try.
 
     An absent broker fails here, at once. The monitor keeps one open between
-    rounds (opening one costs about as much as a round); a web request opens
-    its own.
+    rounds (opening one and its reply queue takes a few milliseconds, a good
+    share of a round); a web request opens its own.
     """
     connection = app.connection_for_write()
     _bound_retries(connection)

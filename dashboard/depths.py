@@ -86,47 +86,53 @@ def is_plumbing(queue: str, exchange: str = "") -> bool:
 
 # --- Redis ---------------------------------------------------------------------------
 
-# ARGV: key prefix, separator, priority steps (comma-separated), queue names.
-# Returns a JSON array of [depth, oldest stamp or false] per queue, in order:
-# one bulk string parses far faster in Python than thousands of RESP items.
+# ARGV: key prefix, separator, priority steps (comma-separated), and the queue
+# names as one JSON array. Returns a JSON array of [depth, oldest stamp or
+# false] per queue, in order: one bulk string each way costs far less, in
+# Python, than thousands of RESP items.
 #
-# The keys are built here from the names rather than passed as KEYS: it halves
-# what the client sends. A Redis Cluster would refuse that, but kombu's Redis
-# transport does not run on a cluster either.
+# The keys are built here from the names rather than passed as KEYS, which
+# would multiply what the client sends. A Redis Cluster would refuse that, but
+# kombu's Redis transport does not run on a cluster either.
 #
 # Kombu LPUSHes a message and its consumers RPOP, so the oldest message of a
-# list is at index -1. A message is JSON with the body first (base64, any
-# size) and the headers after it, so the stamp is looked for in the last
-# 64 KiB only. An unescaped "x_sent_at" followed by a colon can only be a key:
+# list is at index -1. A message is JSON with the body first (base64, any size)
+# and the headers after it; the stamp is looked for near the end, then in the
+# last 64 KiB. An unescaped "x_sent_at" followed by a colon can only be a key:
 # quotes inside JSON strings are always escaped.
 _SAMPLE_SCRIPT = """
+local call, find, match, tonumber = redis.call, string.find, string.match, tonumber
 local prefix, sep = ARGV[1], ARGV[2]
-local steps = {}
-for step in string.gmatch(ARGV[3], '[^,]+') do steps[#steps + 1] = step end
+local suffixes = {}
+for step in string.gmatch(ARGV[3], '[^,]+') do
+  suffixes[#suffixes + 1] = step == '0' and '' or sep .. step
+end
+local names = cjson.decode(ARGV[4])
 local function stamp(message)
-  local from = #message - 65536
-  if from < 1 then from = 1 end
-  local _, last = string.find(message, '"x_sent_at"', from, true)
-  if not last then return nil end
-  return string.match(message, '^%s*:%s*(-?[%d%.eE+-]+)', last + 1)
+  local size, last, _ = #message, nil, nil
+  if size > 512 then _, last = find(message, '"x_sent_at"', size - 512, true) end
+  if not last then
+    _, last = find(message, '"x_sent_at"', math.max(1, size - 65536), true)
+  end
+  return last and match(message, '^%s*:%s*(-?[%d%.eE+-]+)', last + 1)
 end
 local out = {}
-for i = 4, #ARGV do
+for i = 1, #names do
+  local base = prefix .. names[i]
   local depth, oldest, oldest_text = 0, nil, false
-  for _, step in ipairs(steps) do
-    local key = prefix .. ARGV[i]
-    if step ~= '0' then key = key .. sep .. step end
-    local n = redis.call('LLEN', key)
+  for s = 1, #suffixes do
+    local key = base .. suffixes[s]
+    local n = call('LLEN', key)
     if n > 0 then
       depth = depth + n
-      local text = stamp(redis.call('LINDEX', key, -1))
+      local text = stamp(call('LINDEX', key, -1))
       local value = text and tonumber(text)
       if value and (oldest == nil or value < oldest) then
         oldest, oldest_text = value, text
       end
     end
   end
-  out[#out + 1] = {depth, oldest_text}
+  out[i] = {depth, oldest_text}
 end
 return cjson.encode(out)
 """
@@ -148,7 +154,7 @@ class RedisDepths:
         ordered = list(names)
         if not ordered:
             return {}
-        raw = self._script(args=[self.prefix, self.sep, self.steps, *ordered])
+        raw = self._script(args=[self.prefix, self.sep, self.steps, json.dumps(ordered)])
         try:
             rows = json.loads(raw)
         except ValueError as exc:

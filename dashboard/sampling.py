@@ -260,7 +260,7 @@ class WorkerSampler:
     # Queue depths at the previous round, for the arrival rate.
     _depths_at: float | None = None
     _depths: dict[str, int | None] = field(default_factory=dict)
-    # Kept open between rounds: opening one costs about as much as a round.
+    # Kept open between rounds: opening one is a good share of a round's time.
     _connection: Connection | None = None
 
     def __call__(self) -> None:

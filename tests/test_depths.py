@@ -99,7 +99,8 @@ def test_the_oldest_message_age_comes_from_its_x_sent_at_stamp(
 ) -> None:
     sent = time.time() - 300
     publish(redis_server.url, queue_name, 1, priority=9, headers={"x_sent_at": sent + 100})
-    publish(redis_server.url, queue_name, 1, headers={"x_sent_at": sent})  # the oldest
+    # The oldest, with a big header after its stamp: not near the end of the message.
+    publish(redis_server.url, queue_name, 1, headers={"x_sent_at": sent, "trace": "t" * 3000})
     publish(redis_server.url, queue_name, 1, headers={"x_sent_at": sent + 200})
 
     reader = RedisDepths()
