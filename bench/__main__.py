@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, str] = {
     "ingest": "bench.ingest",
     "console": "bench.console",
     "metrics": "bench.metrics",
+    "sample": "bench.sample",
 }
 
 USAGE = (
