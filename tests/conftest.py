@@ -214,6 +214,19 @@ def start_monitor(*args: str, **env: str) -> tuple[subprocess.Popen[bytes], Path
     return process, log
 
 
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    """The RabbitMQ that CI points TEST_RABBITMQ_URL at, checked to answer."""
+    url = os.environ.get("TEST_RABBITMQ_URL", "")
+    need(bool(url), "TEST_RABBITMQ_URL is not set (CI points it at a RabbitMQ)")
+    try:
+        with Connection(url, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as exc:
+        need(False, f"no RabbitMQ at {url}: {exc}")
+    return url
+
+
 # --- a real worker ------------------------------------------------------------
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,6 @@ from tests.conftest import (
     ROOT,
     ingest,
     make_envelope,
-    need,
     publish_raw,
     subprocess_env,
     wait_until,
@@ -29,18 +27,6 @@ from tests.conftest import (
 from tests.testenv import DATA_DIR
 
 pytestmark = pytest.mark.rabbitmq
-
-
-@pytest.fixture(scope="module")
-def rabbitmq_url() -> str:
-    url = os.environ.get("TEST_RABBITMQ_URL", "")
-    need(bool(url), "TEST_RABBITMQ_URL is not set (CI points it at a RabbitMQ)")
-    try:
-        with Connection(url, connect_timeout=3) as conn:
-            conn.ensure_connection(max_retries=1)
-    except Exception as exc:
-        need(False, f"no RabbitMQ at {url}: {exc}")
-    return url
 
 
 @pytest.fixture

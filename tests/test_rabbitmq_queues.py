@@ -50,18 +50,6 @@ HOST = socket.gethostname()
 
 
 @pytest.fixture(scope="module")
-def rabbitmq_url() -> str:
-    url = os.environ.get("TEST_RABBITMQ_URL", "")
-    need(bool(url), "TEST_RABBITMQ_URL is not set (CI points it at a RabbitMQ)")
-    try:
-        with Connection(url, connect_timeout=3) as conn:
-            conn.ensure_connection(max_retries=1)
-    except Exception as exc:
-        need(False, f"no RabbitMQ at {url}: {exc}")
-    return url
-
-
-@pytest.fixture(scope="module")
 def management_url(rabbitmq_url: str) -> str:
     """The management API next to the test broker (its plugin must be enabled)."""
     host = urlsplit(rabbitmq_url).hostname or "127.0.0.1"
