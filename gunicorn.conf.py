@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+from dashboard.logs import logging_config
+
 # WEB_CONCURRENCY (gunicorn reads it itself) sets the workers; 2 per CPU is plenty
 # for pages that read snapshots and never wait on the broker.
 graceful_timeout = 20
@@ -17,27 +19,13 @@ accesslog = None
 # Gunicorn's own lines (start, worker boot and exit) in the site's format, so
 # that with LOG_FORMAT=json every line of the container is JSON.
 _format = "json" if os.environ.get("LOG_FORMAT", "").strip().lower() == "json" else "plain"
-logconfig_dict = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {"context": {"()": "dashboard.logs.ContextFilter"}},
-    "formatters": {
-        "plain": {"()": "dashboard.logs.PlainFormatter"},
-        "json": {"()": "dashboard.logs.JsonFormatter"},
-    },
-    "handlers": {
-        "console": {
-            "class": "logging.StreamHandler",
-            "formatter": _format,
-            "filters": ["context"],
-            "stream": "ext://sys.stderr",
-        }
-    },
-    "loggers": {
+logconfig_dict = logging_config(
+    _format,
+    loggers={
         "gunicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "gunicorn.access": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
-}
+)
 
 
 def post_worker_init(worker: object) -> None:

@@ -10,8 +10,7 @@ templates included), Django admin's changelist on the same table as the
 reference, and a bulk requeue by filter into its own Redis, next to the naive
 way: one ``deadletter_requeue`` per row.
 
-Django reads its settings once per process, so the measurement runs in a child
-process (``--worker URL``) that prints its figures as one JSON line. It fails
+The measurement runs in a child process (see bench/_harness.py). It fails
 only when something did the wrong thing (a page that is not 200, a broker that
 holds another number of messages than were requeued) or could not run; a
 missed target is reported, never an error. Without PostgreSQL it says so and
@@ -21,15 +20,10 @@ exits 0: the trigram search and the row counts it measures are PostgreSQL's.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import re
-import secrets
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,13 +32,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from bench.ingest import ThrowawayDatabase, machine
+from bench import _harness as harness
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
     from django.test import Client
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ROWS = 1_000_000
 DEFAULT_REQUESTS = 30
 DEFAULT_WARMUP = 3
@@ -176,27 +169,24 @@ def _sample_message(template: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    if args.worker:
-        return _worker(args.worker, args)
-    return _run(args)
+    return harness.main("console", argv, _parser(), parent=_run, child=_measure)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench console",
-        description="Dead-letter console pages and bulk requeue at a million rows "
+    parser = harness.parser(
+        "console",
+        "Dead-letter console pages and bulk requeue at a million rows "
         "(needs DATABASE_URL=postgres://...).",
     )
     parser.add_argument(
         "--rows",
-        type=_positive,
+        type=harness.positive,
         default=DEFAULT_ROWS,
         help=f"dead letters seeded (default {DEFAULT_ROWS:,})",
     )
     parser.add_argument(
         "--requests",
-        type=_positive,
+        type=harness.positive,
         default=DEFAULT_REQUESTS,
         help=f"timed requests per page (default {DEFAULT_REQUESTS}); a page stops "
         f"sampling after {PAGE_BUDGET_SECONDS:.0f}s once it has {MIN_REQUESTS}",
@@ -209,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--naive-count",
-        type=_positive,
+        type=harness.positive,
         default=DEFAULT_NAIVE_COUNT,
         help=f"dead letters the naive reference requeues (default {DEFAULT_NAIVE_COUNT:,})",
     )
@@ -224,12 +214,9 @@ def _parser() -> argparse.ArgumentParser:
         help="print EXPLAIN (ANALYZE, BUFFERS) of the slowest query of every page that "
         "misses its target (of every page, with --queries)",
     )
-    parser.add_argument(
-        "--profile",
-        metavar="DIR",
-        type=Path,
-        default=None,
-        help="also profile one more request of each page, and a bulk requeue of "
+    harness.add_profile(
+        parser,
+        "also profile one more request of each page, and a bulk requeue of "
         f"{PROFILE_BULK_ROWS:,} more rows, under cProfile: DIR/console-<name>.prof "
         "(their time is not the figure)",
     )
@@ -239,87 +226,29 @@ def _parser() -> argparse.ArgumentParser:
         help="keep the throwaway database for EXPLAIN afterwards (its name is printed; "
         "drop it yourself)",
     )
-    # Internal: measure in this process and print a JSON line.
-    parser.add_argument("--worker", metavar="DATABASE_URL", help=argparse.SUPPRESS)
     return parser
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
-    return value
-
-
-def _run(args: argparse.Namespace) -> int:
-    server_url = os.environ.get("DATABASE_URL", "")
-    if not server_url.startswith("postgres"):
-        print(
-            "The console benchmark needs PostgreSQL (its search is a trigram index): "
-            "set DATABASE_URL=postgres://user@host:5432/name. Not measured."
-        )
+def _run(args: argparse.Namespace, child: harness.Child) -> int:
+    server_url = harness.postgres_server("console", "its search is a trigram index")
+    if server_url is None:
         return 0
-    from dashboard.embedded_redis import EmbeddedRedis
-
-    with tempfile.TemporaryDirectory(prefix="ops-bench-") as tmp:
-        directory = Path(tmp)
-        redis_server = EmbeddedRedis(directory / "redis")
-        broker_url = redis_server.start()
-        database = ThrowawayDatabase(server_url)
-        try:
-            database_url = database.__enter__()
-            try:
-                figures = _measure(database_url, broker_url, directory, args)
-            finally:
-                if args.keep:
-                    print(f"kept the database {database.name}; drop it when done", flush=True)
-                else:
-                    database.__exit__(None, None, None)
-        finally:
-            redis_server.stop()
+    with (
+        harness.scratch() as directory,
+        harness.embedded_redis(directory) as broker_url,
+        harness.ThrowawayDatabase(server_url, keep=args.keep) as database_url,
+    ):
+        print(f"console: seeding {args.rows:,} dead letters, then measuring ...", file=sys.stderr)
+        figures = child.run(
+            database_url,
+            directory,
+            CELERY_BROKER_URL=broker_url,
+            ALLOWED_HOSTS="testserver",
+            # The naive reference audits every row; its INFO lines are not the point.
+            LOG_LEVEL="WARNING",
+        )
     print(_report(figures, args))
     return 0
-
-
-def _measure(
-    database_url: str, broker_url: str, directory: Path, args: argparse.Namespace
-) -> dict[str, Any]:
-    print(f"console: seeding {args.rows:,} dead letters, then measuring ...", file=sys.stderr)
-    # Whitenoise warns on every request of a page when STATIC_ROOT is missing.
-    (directory / "data" / "static").mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env.pop("SECRET_KEY_FILE", None)
-    env.update(
-        CELERY_BROKER_URL=broker_url,
-        SECRET_KEY=secrets.token_urlsafe(32),
-        DEBUG="false",
-        ALLOWED_HOSTS="testserver",
-        # The naive reference audits every row; its INFO lines are not the point.
-        LOG_LEVEL="WARNING",
-        DATA_DIR=str(directory / "data"),
-        DATABASE_URL=database_url,
-        DJANGO_SETTINGS_MODULE="dashboard.settings",
-    )
-    command = [
-        sys.executable, "-m", "bench.console", "--worker", database_url,
-        "--rows", str(args.rows), "--requests", str(args.requests),
-        "--warmup", str(args.warmup), "--naive-count", str(args.naive_count),
-    ]  # fmt: skip
-    if args.queries:
-        command.append("--queries")
-    if args.explain:
-        command.append("--explain")
-    if args.profile:
-        command += ["--profile", str(args.profile.resolve())]
-    child = subprocess.run(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, check=False
-    )
-    lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
-    if child.returncode != 0 or not lines:
-        sys.stdout.write(child.stdout)
-        raise SystemExit(f"console: the measurement failed (exit status {child.returncode})")
-    figures: dict[str, Any] = json.loads(lines[-1])
-    return figures
 
 
 # --- the report ----------------------------------------------------------------------------
@@ -355,7 +284,7 @@ def _report(r: dict[str, Any], args: argparse.Namespace) -> str:
         )
         for page in r["pages"]
     ]
-    out += _table(header, page_rows, right_from=2)
+    out += harness.table(header, page_rows, right_from=2)
     out += [
         "",
         "server time in-process (Django test Client, templates included), after "
@@ -376,7 +305,7 @@ def _report(r: dict[str, Any], args: argparse.Namespace) -> str:
     header = ("implementation", "messages", "seconds", "CPU s", "messages/s", "bulk/naive")
     bulk_rows: list[tuple[str, ...]] = [
         (
-            f"bulk.run, chunks of {bulk['chunk']}",
+            f"bulk_runner.run, chunks of {bulk['chunk']}",
             f"{bulk['done']:,}",
             f"{bulk['seconds']:.2f}",
             f"{bulk['cpu_seconds']:.2f}",
@@ -392,7 +321,7 @@ def _report(r: dict[str, Any], args: argparse.Namespace) -> str:
             "",
         ),
     ]
-    out += _table(header, bulk_rows, right_from=1)
+    out += harness.table(header, bulk_rows, right_from=1)
     out += [
         "",
         f"bulk.create (records the action, counts its rows): {bulk['create_seconds']:.2f}s, "
@@ -407,11 +336,11 @@ def _report(r: dict[str, Any], args: argparse.Namespace) -> str:
     for page in r["pages"]:
         if page["target"]:
             out.append(
-                f"  {_verdict(not _misses(page))}  {page['name']}: p95 at most "
+                f"  {harness.verdict(not _misses(page))}  {page['name']}: p95 at most "
                 f"{TARGET_PAGE_P95_MS:.0f} ms: {page['p95_ms']:.1f} ms"
             )
     out.append(
-        f"  {_verdict(bulk['rate'] >= TARGET_BULK_RATE)}  bulk requeue at least "
+        f"  {harness.verdict(bulk['rate'] >= TARGET_BULK_RATE)}  bulk requeue at least "
         f"{TARGET_BULK_RATE:,}/s: {bulk['rate']:,.0f}/s"
     )
     out += [
@@ -424,22 +353,10 @@ def _report(r: dict[str, Any], args: argparse.Namespace) -> str:
         f"{seed['table_mb']:,.0f} MB with indexes, search table {seed['search_mb']:,.0f} MB; "
         f"trigram index: {'yes' if seed['trigram'] else 'NO (search scans)'}",
         "",
-        f"machine: {machine()}; PostgreSQL {r['server_version']} on "
+        f"machine: {harness.machine()}; PostgreSQL {r['server_version']} on "
         f"{'this machine' if r['loopback'] else 'another host'}",
     ]
     return "\n".join(out)
-
-
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], *, right_from: int) -> list[str]:
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-
-    def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(
-            cell.rjust(width) if index >= right_from else cell.ljust(width)
-            for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    return [line(header), line(tuple("-" * w for w in widths)), *(line(row) for row in rows)]
 
 
 def _misses(page: dict[str, Any]) -> bool:
@@ -451,30 +368,15 @@ def _page_target(page: dict[str, Any]) -> str:
         return "reference"
     if not page["target"]:
         return ""
-    return f"<= {TARGET_PAGE_P95_MS:.0f}: {_verdict(not _misses(page)).strip()}"
-
-
-def _verdict(met: bool) -> str:
-    return "met " if met else "MISS"
+    return f"<= {TARGET_PAGE_P95_MS:.0f}: {harness.verdict(not _misses(page)).strip()}"
 
 
 # --- the child: seed, pages, bulk --------------------------------------------------------
 
 
-def _worker(database_url: str, args: argparse.Namespace) -> int:
-    # The parent set CELERY_BROKER_URL, SECRET_KEY, DEBUG, ALLOWED_HOSTS, DATA_DIR
-    # and DATABASE_URL in our environment: settings read them at setup.
-    if os.environ.get("DATABASE_URL") != database_url:
-        raise SystemExit("--worker is internal: run `python -m bench console`")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
-    import django
-
-    django.setup()
+def _measure(args: argparse.Namespace) -> dict[str, Any]:
     from django.contrib.auth.models import User
-    from django.core.management import call_command
-    from django.db import connection
 
-    call_command("migrate", verbosity=0)
     user = User.objects.create_superuser("bench", email="", password=None)
     seed = Seeder(args.rows, user.pk).run()
     pages = [_time_page(user, page, args) for page in _pages(seed)]
@@ -482,29 +384,14 @@ def _worker(database_url: str, args: argparse.Namespace) -> int:
     naive_figures = _time_naive(user, args.naive_count)
     if args.profile:
         _profile_bulk(user, args.profile / "console-bulk.prof")
-
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        server_version = str(cursor.fetchone()[0]).split()[0]
-    host = str(connection.settings_dict.get("HOST") or "")
-    print(
-        json.dumps(
-            {
-                "server_version": server_version,
-                "loopback": host in ("", "localhost", "127.0.0.1", "::1") or host.startswith("/"),
-                "seed": seed.as_dict(),
-                "pages": pages,
-                "bulk": bulk_figures,
-                "naive": naive_figures,
-            }
-        ),
-        flush=True,
-    )
-    return 0
-
-
-def _progress(text: str) -> None:
-    print(f"  {text}", file=sys.stderr, flush=True)
+    return {
+        "server_version": harness.server_version(),
+        "loopback": harness.on_this_machine(),
+        "seed": seed.as_dict(),
+        "pages": pages,
+        "bulk": bulk_figures,
+        "naive": naive_figures,
+    }
 
 
 @dataclass
@@ -579,7 +466,7 @@ class Seeder:
         started = time.perf_counter()
         result = step()
         self.steps[name] = time.perf_counter() - started
-        _progress(f"seed: {name} {self.steps[name]:.1f}s")
+        harness.progress(f"seed: {name} {self.steps[name]:.1f}s")
         return result
 
     @staticmethod
@@ -645,7 +532,7 @@ class Seeder:
                     "signatures": SIGNATURES,
                 },
             )
-            _progress(f"seed: {last:,} rows")
+            harness.progress(f"seed: {last:,} rows")
         self._execute(
             "SELECT setval(pg_get_serial_sequence(%(table)s, 'id'), %(rows)s)",
             {"table": self.TABLE, "rows": self.rows},
@@ -762,9 +649,9 @@ INSERT INTO deadletters_deadletter (
     id, dedupe_key, envelope_version, task_id, task_name, args, kwargs, lossy, queue,
     exchange, routing_key, priority, retries, root_id, parent_id, group_id, eta, expires,
     headers, worker, kind, exception_type, exception_message, traceback, failed_at,
-    received_at, signature, content_type, raw_body, quarantine_reason, requeued_from_task_id,
-    state, requeue_task_id, requeued_at, discarded_at, discarded_by_id, requeued_by_id,
-    requeued_from_id, requeue_pending, search_text, bulk_action_id)
+    received_at, signature, content_type, raw_body, quarantine_reason, ingest_notes,
+    requeued_from_task_id, state, requeue_task_id, requeued_at, discarded_at, discarded_by_id,
+    requeued_by_id, requeued_from_id, search_text, bulk_action_id)
 SELECT
     m.g, 'task:' || m.task_id, 1, m.task_id, m.task_name, m.args::jsonb, m.kwargs::jsonb,
     false, m.queue, '', m.queue, 0, mod(m.g, 4), m.task_id, '', '', NULL, NULL,
@@ -773,14 +660,14 @@ SELECT
         'tenant', 't' || mod(m.g, 13)),
     'celery@worker-' || mod(m.g, 8), 'exception', m.exception_type, m.message,
     m.frames || m.exception_type || ': ' || m.message || E'\\n',
-    m.failed_at, m.failed_at + interval '1 second', m.signature, '', NULL, '', '',
+    m.failed_at, m.failed_at + interval '1 second', m.signature, '', NULL, '', '', '',
     m.state,
     CASE WHEN m.state = 'requeued' THEN gen_random_uuid()::text ELSE '' END,
     CASE WHEN m.state = 'requeued' THEN m.handled_at END,
     CASE WHEN m.state = 'discarded' THEN m.handled_at END,
     CASE WHEN m.state = 'discarded' THEN %(user)s END,
     CASE WHEN m.state = 'requeued' THEN %(user)s END,
-    NULL, false,
+    NULL,
     left(lower(m.task_id || ' ' || left(m.message, 200) || ' ' || left(m.args, 300) || ' '
                || left(m.kwargs, 300)), 512),
     NULL
@@ -955,7 +842,7 @@ def _time_page(user: User, page: Page, args: argparse.Namespace) -> dict[str, An
     p95_ms = samples_ms[math.ceil(0.95 * len(samples_ms)) - 1]
     misses = page.target and p95_ms > TARGET_PAGE_P95_MS
     if args.explain and slowest is not None and (misses or args.queries):
-        _explain(page.name, queries[slowest]["sql"])
+        harness.explain(page.name, queries[slowest]["sql"])
     if args.profile:
         _profile_page(client, page, args.profile)
     figures = {
@@ -970,33 +857,18 @@ def _time_page(user: User, page: Page, args: argparse.Namespace) -> dict[str, An
         "queries": len(times),
         "all_queries_ms": sum(times) * 1000,
         "slowest_query_ms": times[slowest] * 1000 if slowest is not None else 0.0,
-        "slowest_query": _shorten(queries[slowest]["sql"]) if slowest is not None else "",
+        "slowest_query": harness.shorten(queries[slowest]["sql"]) if slowest is not None else "",
     }
-    _progress(
+    harness.progress(
         f"{page.name}: p50 {figures['p50_ms']:.1f} ms, p95 {figures['p95_ms']:.1f} ms "
         f"({len(samples_ms)} requests, {len(times)} queries)"
     )
     return figures
 
 
-def _explain(name: str, sql: str) -> None:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        # The SQL Django ran, its parameters already inlined by psycopg.
-        cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS) {sql}")
-        plan = "\n".join(f"    {row[0]}" for row in cursor.fetchall())
-    print(f"  EXPLAIN of {name}'s slowest query:\n    {sql}\n{plan}", file=sys.stderr, flush=True)
-
-
 def _profile_page(client: Client, page: Page, directory: Path) -> None:
-    import cProfile
-
-    profiler = cProfile.Profile()
-    profiler.runcall(_get, client, page.url)
     slug = re.sub(r"[^a-z0-9]+", "-", page.name.lower()).strip("-")
-    directory.mkdir(parents=True, exist_ok=True)
-    profiler.dump_stats(directory / f"console-page-{slug}.prof")
+    harness.profile(directory / f"console-page-{slug}.prof", None, _get, client, page.url)
 
 
 def _get(client: Client, url: str) -> None:
@@ -1006,16 +878,13 @@ def _get(client: Client, url: str) -> None:
         raise ConsoleBenchError(f"GET {url} answered {response.status_code}, not 200")
 
 
-def _shorten(sql: str, limit: int = 400) -> str:
-    text = " ".join(sql.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 # --- bulk requeue, and the naive reference -------------------------------------------------
 
 
 def _time_bulk(user: User) -> dict[str, Any]:
-    from deadletters import bulk
+    from django.conf import settings
+
+    from deadletters import bulk, bulk_runner
     from deadletters.models import BulkAction
 
     filter_query = urlencode({"exception": BULK_EXCEPTION, "state": "open"})
@@ -1025,9 +894,9 @@ def _time_bulk(user: User) -> dict[str, Any]:
         user=user, action="requeue", reason="console benchmark", filter_query=filter_query
     )
     create_seconds = time.perf_counter() - started
-    _progress(f"bulk: {action.total:,} open rows match {filter_query}; requeueing ...")
+    harness.progress(f"bulk: {action.total:,} open rows match {filter_query}; requeueing ...")
     started, cpu_started = time.perf_counter(), time.process_time()
-    action = bulk.run(action)
+    action = bulk_runner.run(action)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     in_broker = _in_broker()
     if action.state != BulkAction.State.DONE or in_broker != action.done:
@@ -1036,10 +905,10 @@ def _time_bulk(user: User) -> dict[str, Any]:
             f"{action.failed} failed, last error {action.last_error!r}) but the broker "
             f"holds {in_broker:,} messages"
         )
-    _progress(f"bulk: {action.done:,} in {seconds:.1f}s, {action.done / seconds:,.0f}/s")
+    harness.progress(f"bulk: {action.done:,} in {seconds:.1f}s, {action.done / seconds:,.0f}/s")
     return {
         "filter": filter_query,
-        "chunk": bulk.CHUNK,
+        "chunk": settings.DEADLETTERS_BULK_CHUNK,
         "total": action.total,
         "done": action.done,
         "skipped": action.skipped,
@@ -1070,7 +939,7 @@ def _time_naive(user: User, count: int) -> dict[str, Any]:
     in_broker = _in_broker()
     if in_broker != done:
         raise ConsoleBenchError(f"{done:,} requeued one by one but the broker holds {in_broker:,}")
-    _progress(f"naive: {done:,} in {seconds:.1f}s, {done / seconds:,.0f}/s")
+    harness.progress(f"naive: {done:,} in {seconds:.1f}s, {done / seconds:,.0f}/s")
     return {
         "done": done,
         "seconds": seconds,
@@ -1082,10 +951,7 @@ def _time_naive(user: User, count: int) -> dict[str, Any]:
 
 def _profile_bulk(user: User, path: Path) -> None:
     """Requeue PROFILE_BULK_ROWS ticked rows under cProfile and print where the time went."""
-    import cProfile
-    import pstats
-
-    from deadletters import bulk
+    from deadletters import bulk, bulk_runner
     from deadletters.models import DeadLetter
 
     ids = list(
@@ -1097,14 +963,9 @@ def _profile_bulk(user: User, path: Path) -> None:
     action = bulk.create(
         user=user, action="requeue", reason="console benchmark profile", selected_ids=ids
     )
-    profiler = cProfile.Profile()
-    action = profiler.runcall(bulk.run, action)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    profiler.dump_stats(path)
-    stats = pstats.Stats(profiler, stream=sys.stderr)
-    stats.sort_stats("cumulative").print_stats(r"deadletters|dashboard|django|celery|kombu", 40)
-    stats.sort_stats("tottime").print_stats(25)
-    _progress(f"profile of a bulk requeue of {action.done:,} written to {path}")
+    pattern = r"deadletters|dashboard|django|celery|kombu"
+    action = harness.profile(path, pattern, bulk_runner.run, action)
+    harness.progress(f"profile of a bulk requeue of {action.done:,} written to {path}")
 
 
 def _target_queues() -> list[str]:

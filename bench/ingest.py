@@ -9,8 +9,7 @@ same engine: a kombu ``Consumer`` that parses, inserts and acks one message at
 a time. SQLite always; PostgreSQL too when ``DATABASE_URL`` names a PostgreSQL
 server (a throwaway database is created there and dropped afterwards).
 
-Django reads its settings once per process, so every database is measured in
-a child process (``--worker URL``) that prints its figures as one JSON line.
+Every database is measured in a child process (see bench/_harness.py).
 It fails only when the ingestion is wrong (a row lost, duplicated or
 quarantined); a missed target is reported, never an error.
 """
@@ -20,11 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import secrets
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -33,14 +28,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+
+from bench import _harness as harness
 
 if TYPE_CHECKING:
     from kombu import Queue
 
-    from dashboard.monitor import Monitor
+    from dashboard.monitor.loop import Monitor
 
-ROOT = Path(__file__).resolve().parent.parent
 QUEUE = "deadletters"
 DEFAULT_COUNT = 50_000
 DEFAULT_NAIVE_COUNT = 5_000
@@ -59,149 +54,61 @@ class IngestError(RuntimeError):
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    if args.worker:
-        return _worker(args.worker, args)
-    return _run(args)
+    return harness.main("ingest", argv, _parser(), parent=_run, child=_measure)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench ingest",
-        description="Dead letters per second: the monitor against a naive consumer.",
+    parser = harness.parser(
+        "ingest", "Dead letters per second: the monitor against a naive consumer."
     )
     parser.add_argument(
         "--count",
-        type=_positive,
+        type=harness.positive,
         default=DEFAULT_COUNT,
         help=f"dead letters the monitor ingests (default {DEFAULT_COUNT:,})",
     )
     parser.add_argument(
         "--naive-count",
-        type=_positive,
+        type=harness.positive,
         default=DEFAULT_NAIVE_COUNT,
         help=f"dead letters the naive consumer ingests (default {DEFAULT_NAIVE_COUNT:,})",
     )
     parser.add_argument(
         "--batch-size",
-        type=_positive,
+        type=harness.positive,
         default=None,
         help="the monitor's batch size (default: DEADLETTERS_BATCH_SIZE, 500)",
     )
-    parser.add_argument(
-        "--profile",
-        metavar="DIR",
-        type=Path,
-        default=None,
-        help="also run the monitor under cProfile, once more, and write "
+    harness.add_profile(
+        parser,
+        "also run the monitor under cProfile, once more, and write "
         "DIR/ingest-<database>.prof (its time is not the figure)",
     )
-    # Internal: measure one database in this process and print a JSON line.
-    parser.add_argument("--worker", metavar="DATABASE_URL", help=argparse.SUPPRESS)
     return parser
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
-    return value
-
-
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, child: harness.Child) -> int:
     # Read before anything of ours sets it: the PostgreSQL server to measure, if any.
     server_url = os.environ.get("DATABASE_URL", "")
-    from dashboard.embedded_redis import EmbeddedRedis
+    postgres = server_url.startswith("postgres")
+    with harness.scratch() as directory, harness.embedded_redis(directory) as broker_url:
 
-    results: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="ops-bench-") as tmp:
-        directory = Path(tmp)
-        redis_server = EmbeddedRedis(directory / "redis")
-        broker_url = redis_server.start()
-        try:
-            sqlite_url = f"sqlite:///{directory / 'bench.sqlite3'}"
-            results.append(_measure("SQLite", sqlite_url, broker_url, directory, args))
-            if server_url.startswith("postgres"):
-                with ThrowawayDatabase(server_url) as database_url:
-                    results.append(
-                        _measure("PostgreSQL", database_url, broker_url, directory, args)
-                    )
-        finally:
-            redis_server.stop()
-    print(_report(results, postgres_skipped=not server_url.startswith("postgres")))
+        def measure(label: str, database_url: str) -> dict[str, Any]:
+            print(
+                f"{label}: measuring (monitor {args.count:,}, naive {args.naive_count:,}) ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            figures = child.run(database_url, directory, label=label, CELERY_BROKER_URL=broker_url)
+            figures["label"] = label
+            return figures
+
+        results = [measure("SQLite", harness.sqlite_url(directory))]
+        if postgres:
+            with harness.ThrowawayDatabase(server_url) as database_url:
+                results.append(measure("PostgreSQL", database_url))
+    print(_report(results, postgres_skipped=not postgres))
     return 0
-
-
-def _measure(
-    label: str, database_url: str, broker_url: str, directory: Path, args: argparse.Namespace
-) -> dict[str, Any]:
-    """Run one database's measurement in a child process and return its figures."""
-    print(
-        f"{label}: measuring (monitor {args.count:,}, naive {args.naive_count:,}) ...",
-        file=sys.stderr,
-        flush=True,
-    )
-    env = dict(os.environ)
-    env.pop("SECRET_KEY_FILE", None)
-    env.update(
-        CELERY_BROKER_URL=broker_url,
-        SECRET_KEY=secrets.token_urlsafe(32),
-        DEBUG="false",
-        DATA_DIR=str(directory / "data"),
-        DATABASE_URL=database_url,
-        DJANGO_SETTINGS_MODULE="dashboard.settings",
-    )
-    command = [
-        sys.executable,
-        "-m",
-        "bench.ingest",
-        "--worker",
-        database_url,
-        "--count",
-        str(args.count),
-        "--naive-count",
-        str(args.naive_count),
-    ]
-    if args.batch_size:
-        command += ["--batch-size", str(args.batch_size)]
-    if args.profile:
-        command += ["--profile", str(args.profile.resolve())]
-    child = subprocess.run(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, check=False
-    )
-    lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
-    if child.returncode != 0 or not lines:
-        sys.stdout.write(child.stdout)
-        raise SystemExit(f"{label}: the measurement failed (exit status {child.returncode})")
-    figures: dict[str, Any] = json.loads(lines[-1])
-    figures["label"] = label
-    return figures
-
-
-class ThrowawayDatabase:
-    """A fresh database on the PostgreSQL server of ``server_url``, dropped on exit."""
-
-    def __init__(self, server_url: str) -> None:
-        self.server_url = server_url
-        self.name = f"ops_bench_{secrets.token_hex(4)}"
-
-    def _execute(self, statement: str) -> None:
-        import psycopg
-        from psycopg import sql
-
-        # CREATE/DROP DATABASE cannot run in a transaction: autocommit.
-        with psycopg.connect(self.server_url, autocommit=True) as connection:
-            connection.execute(sql.SQL(statement).format(sql.Identifier(self.name)))
-
-    def __enter__(self) -> str:
-        self._execute("CREATE DATABASE {}")
-        parts = urlsplit(self.server_url)
-        return urlunsplit(parts._replace(path=f"/{self.name}"))
-
-    def __exit__(self, *exc: object) -> None:
-        # The child has exited, so nobody is connected; FORCE is for a child
-        # that was killed and left a connection behind (PostgreSQL 13+).
-        self._execute("DROP DATABASE IF EXISTS {} WITH (FORCE)")
 
 
 # --- the report -----------------------------------------------------------------------
@@ -224,22 +131,13 @@ def _report(results: list[dict[str, Any]], *, postgres_skipped: bool) -> str:
         ratio = f"{monitor['rate'] / naive['rate']:.1f}x"
         rows.append(_row(database, f"monitor, batches of {r['batch_size']}", monitor, ratio))
         rows.append(_row(database, "naive, one insert + ack per message", naive, ""))
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
-
-    def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(
-            cell.rjust(width) if index >= 2 else cell.ljust(width)
-            for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    out = ["", "Dead-letter ingest", "", line(header), line(tuple("-" * w for w in widths))]
-    out += [line(row) for row in rows]
+    out = ["", "Dead-letter ingest", "", *harness.table(header, rows, right_from=2)]
     out += [
         "",
         "seconds: wall clock, including the monitor's last, empty fetch (it waits 0.5 s);",
         "CPU s: the ingesting process alone; the rest is waiting on the database and Redis",
         "",
-        f"machine: {machine()}",
+        f"machine: {harness.machine()}",
     ]
     if results:
         r = results[0]
@@ -253,11 +151,11 @@ def _report(results: list[dict[str, Any]], *, postgres_skipped: bool) -> str:
         if r["label"] == "PostgreSQL":
             rate = r["monitor"]["rate"]
             out.append(
-                f"  {_verdict(rate >= TARGET_POSTGRES_RATE)}  PostgreSQL at least "
+                f"  {harness.verdict(rate >= TARGET_POSTGRES_RATE)}  PostgreSQL at least "
                 f"{TARGET_POSTGRES_RATE:,}/s: {rate:,.0f}/s"
             )
         out.append(
-            f"  {_verdict(ratio >= TARGET_RATIO)}  {r['label']}: at least "
+            f"  {harness.verdict(ratio >= TARGET_RATIO)}  {r['label']}: at least "
             f"{TARGET_RATIO}x the naive consumer: {ratio:.1f}x"
         )
     if postgres_skipped:
@@ -282,25 +180,6 @@ def _row(
     )
 
 
-def _verdict(met: bool) -> str:
-    return "met " if met else "MISS"
-
-
-def machine() -> str:
-    model = ""
-    try:
-        for text in Path("/proc/cpuinfo").read_text().splitlines():
-            if text.startswith("model name"):
-                model = text.split(":", 1)[1].strip()
-                break
-    except OSError:
-        model = platform.processor()
-    return (
-        f"{os.cpu_count()} CPUs ({model or 'unknown model'}), {platform.platform()}, "
-        f"Python {platform.python_version()}"
-    )
-
-
 # --- the child: one database, both implementations -------------------------------------
 
 
@@ -321,20 +200,10 @@ class Timing:
         }
 
 
-def _worker(database_url: str, args: argparse.Namespace) -> int:
-    # The parent set CELERY_BROKER_URL, SECRET_KEY, DEBUG, DATA_DIR and
-    # DATABASE_URL in our environment: settings read them at setup.
-    if os.environ.get("DATABASE_URL") != database_url:
-        raise SystemExit("--worker is internal: run `python -m bench ingest`")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
-    import django
-
-    django.setup()
+def _measure(args: argparse.Namespace) -> dict[str, Any]:
     from django.conf import settings
-    from django.core.management import call_command
     from django.db import connection
 
-    call_command("migrate", verbosity=0)
     broker_url = str(settings.CELERY_BROKER_URL)
     batch_size = args.batch_size or int(settings.DEADLETTERS_BATCH_SIZE)
 
@@ -345,9 +214,9 @@ def _worker(database_url: str, args: argparse.Namespace) -> int:
     started = time.perf_counter()
     published, envelope_bytes = publish(broker_url, envelopes(args.count))
     publish_seconds = time.perf_counter() - started
-    _progress(f"queued {published:,} in {publish_seconds:.1f}s; the monitor drains them")
+    harness.progress(f"queued {published:,} in {publish_seconds:.1f}s; the monitor drains them")
     monitor = _time_monitor(args.count, batch_size)
-    _progress(f"monitor: {monitor.messages / monitor.seconds:,.0f}/s")
+    harness.progress(f"monitor: {monitor.messages / monitor.seconds:,.0f}/s")
 
     if args.profile:
         profile_path = args.profile / f"ingest-{connection.vendor}.prof"
@@ -356,38 +225,22 @@ def _worker(database_url: str, args: argparse.Namespace) -> int:
     _empty_table()
     _empty_queue()
     publish(broker_url, envelopes(args.naive_count))
-    _progress(f"queued {args.naive_count:,}; the naive consumer drains them")
+    harness.progress(f"queued {args.naive_count:,}; the naive consumer drains them")
     naive = _time_naive(broker_url, args.naive_count)
-    _progress(f"naive: {naive.messages / naive.seconds:,.0f}/s")
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT sqlite_version()" if connection.vendor == "sqlite" else "SHOW server_version"
-        )
-        server_version = str(cursor.fetchone()[0]).split()[0]
-    print(
-        json.dumps(
-            {
-                "vendor": connection.vendor,
-                "server_version": server_version,
-                "batch_size": batch_size,
-                "envelope_bytes": envelope_bytes // max(published, 1),
-                "publish_rate": published / publish_seconds,
-                "monitor": monitor.as_dict(),
-                "naive": naive.as_dict(),
-            }
-        ),
-        flush=True,
-    )
-    return 0
-
-
-def _progress(text: str) -> None:
-    print(f"  {text}", file=sys.stderr, flush=True)
+    harness.progress(f"naive: {naive.messages / naive.seconds:,.0f}/s")
+    return {
+        "vendor": connection.vendor,
+        "server_version": harness.server_version(),
+        "batch_size": batch_size,
+        "envelope_bytes": envelope_bytes // max(published, 1),
+        "publish_rate": published / publish_seconds,
+        "monitor": monitor.as_dict(),
+        "naive": naive.as_dict(),
+    }
 
 
 def _time_monitor(count: int, batch_size: int) -> Timing:
-    from dashboard.monitor import Monitor
+    from dashboard.monitor.loop import Monitor
 
     monitor = Monitor(batch_size=batch_size)
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -419,25 +272,17 @@ def _deadline(monitor: Monitor, count: int) -> Iterator[None]:
 
 def _profile_monitor(broker_url: str, count: int, batch_size: int, path: Path) -> None:
     """Drain ``count`` more dead letters under cProfile and print where the time went."""
-    import cProfile
-    import pstats
-
-    from dashboard.monitor import Monitor
+    from dashboard.monitor.loop import Monitor
 
     _empty_table()
     _empty_queue()
     publish(broker_url, envelopes(count))
     monitor = Monitor(batch_size=batch_size)
-    profiler = cProfile.Profile()
+    pattern = r"deadletters|dashboard|django|kombu|redis"
     with _deadline(monitor, count * 5):
-        profiler.runcall(monitor.run, until_empty=True)
+        harness.profile(path, pattern, monitor.run, until_empty=True)
     _check_stored(count)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    profiler.dump_stats(path)
-    stats = pstats.Stats(profiler, stream=sys.stderr)
-    stats.sort_stats("cumulative").print_stats(r"deadletters|dashboard|django|kombu|redis", 40)
-    stats.sort_stats("tottime").print_stats(25)
-    _progress(f"profile written to {path}")
+    harness.progress(f"profile written to {path}")
 
 
 def _time_naive(broker_url: str, count: int) -> Timing:
@@ -445,7 +290,8 @@ def _time_naive(broker_url: str, count: int) -> Timing:
     from kombu import Connection, Consumer
     from kombu.message import Message
 
-    from deadletters.envelope import InboundMessage, parse
+    from dashboard.broker.inbox import InboundMessage
+    from deadletters.envelope import parse
     from deadletters.models import DeadLetter
 
     done = 0
@@ -676,7 +522,11 @@ def publish(broker_url: str, items: Iterator[dict[str, Any]]) -> tuple[int, int]
                     routing_key=QUEUE,
                     serializer="json",
                     delivery_mode=2,
-                    headers={"x_deadletter_v": ENVELOPE_VERSION},
+                    headers={
+                        "x_deadletter_v": ENVELOPE_VERSION,
+                        "x_sent_at": time.time(),
+                        "x_queue": QUEUE,
+                    },
                 )
                 count += 1
                 size += len(json.dumps(envelope))
@@ -711,6 +561,7 @@ def _check_format(broker_url: str) -> None:
 def _comparable(raw: bytes | str) -> dict[str, Any]:
     message: dict[str, Any] = json.loads(raw)
     message["properties"].pop("delivery_tag")  # a fresh uuid every time
+    message["headers"].pop("x_sent_at")  # the time of the publish
     return message
 
 

@@ -23,8 +23,7 @@ run and on the same data:
   rendered the same way.
 
 Both must expose the same dead-letter series with the same values, or the run
-fails. Django reads its settings once per process, so the measurement runs in
-a child process (``--worker URL``) that prints its figures as one JSON line. A
+fails. The measurement runs in a child process (see bench/_harness.py). A
 missed target is reported, never an error. Without PostgreSQL it says so and
 exits 0.
 """
@@ -34,7 +33,6 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
-import json
 import math
 import os
 import random
@@ -43,20 +41,17 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.ingest import ThrowawayDatabase, machine
+from bench import _harness as harness
 
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ROWS = 1_000_000
 # The console's seeder builds requeue chains from row 1,400 on (and 400 after it).
 MIN_ROWS = 2_000
@@ -87,16 +82,13 @@ class MetricsBenchError(RuntimeError):
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    if args.worker:
-        return _worker(args.worker, args)
-    return _run(args)
+    return harness.main("metrics", argv, _parser(), parent=_run, child=_measure)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench metrics",
-        description="Scrape time of /metrics at 1,000 queues, 100 workers and a million "
+    parser = harness.parser(
+        "metrics",
+        "Scrape time of /metrics at 1,000 queues, 100 workers and a million "
         "dead letters, against a naive COUNT(*) collector (needs DATABASE_URL=postgres://...).",
     )
     parser.add_argument(
@@ -107,25 +99,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--queues",
-        type=_positive,
+        type=harness.positive,
         default=DEFAULT_QUEUES,
         help=f"queue snapshots seeded (default {DEFAULT_QUEUES:,})",
     )
     parser.add_argument(
         "--workers",
-        type=_positive,
+        type=harness.positive,
         default=DEFAULT_WORKERS,
         help=f"worker snapshots seeded (default {DEFAULT_WORKERS})",
     )
     parser.add_argument(
         "--scrapes",
-        type=_positive,
+        type=harness.positive,
         default=DEFAULT_SCRAPES,
         help=f"timed scrapes of ours (default {DEFAULT_SCRAPES})",
     )
     parser.add_argument(
         "--naive-scrapes",
-        type=_positive,
+        type=harness.positive,
         default=DEFAULT_NAIVE_SCRAPES,
         help=f"timed scrapes of the naive reference (default {DEFAULT_NAIVE_SCRAPES}); "
         f"sampling stops after {SCRAPE_BUDGET_SECONDS:.0f}s once it has {MIN_SCRAPES}",
@@ -141,12 +133,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print EXPLAIN (ANALYZE, BUFFERS) of each implementation's slowest query",
     )
-    parser.add_argument(
-        "--profile",
-        metavar="DIR",
-        type=Path,
-        default=None,
-        help="also profile one more GET /metrics under cProfile, print where its time "
+    harness.add_profile(
+        parser,
+        "also profile one more GET /metrics under cProfile, print where its time "
         "went and write DIR/metrics-scrape.prof (its time is not the figure)",
     )
     parser.add_argument(
@@ -154,16 +143,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the throwaway database afterwards (its name is printed; drop it yourself)",
     )
-    # Internal: measure in this process and print a JSON line.
-    parser.add_argument("--worker", metavar="DATABASE_URL", help=argparse.SUPPRESS)
     return parser
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
-    return value
 
 
 def _rows(text: str) -> int:
@@ -173,76 +153,35 @@ def _rows(text: str) -> int:
     return value
 
 
-def _run(args: argparse.Namespace) -> int:
-    server_url = os.environ.get("DATABASE_URL", "")
-    if not server_url.startswith("postgres"):
-        print(
-            "The metrics benchmark needs PostgreSQL (a million dead letters, and the "
-            "naive collector's COUNT(*) over them): set "
-            "DATABASE_URL=postgres://user@host:5432/name. Not measured."
-        )
+def _run(args: argparse.Namespace, child: harness.Child) -> int:
+    server_url = harness.postgres_server(
+        "metrics", "a million dead letters, and the naive collector's COUNT(*) over them"
+    )
+    if server_url is None:
         return 0
-    with tempfile.TemporaryDirectory(prefix="ops-bench-") as tmp:
-        database = ThrowawayDatabase(server_url)
-        database_url = database.__enter__()
-        try:
-            figures = _measure(database_url, Path(tmp), args)
-        finally:
-            if args.keep:
-                print(f"kept the database {database.name}; drop it when done", flush=True)
-            else:
-                database.__exit__(None, None, None)
+    with (
+        harness.scratch() as directory,
+        harness.ThrowawayDatabase(server_url, keep=args.keep) as database_url,
+    ):
+        print(
+            f"metrics: seeding {args.rows:,} dead letters, {args.queues:,} queues and "
+            f"{args.workers:,} workers, then scraping ...",
+            file=sys.stderr,
+            flush=True,
+        )
+        figures = child.run(
+            database_url,
+            directory,
+            METRICS_TOKEN_FILE=None,
+            METRICS_PUBLIC=None,
+            METRICS_ALLOWED_NETWORKS=None,
+            METRICS_TOKEN=secrets.token_urlsafe(24),
+            METRICS_PER_WORKER="true",
+            ALLOWED_HOSTS="testserver",
+            LOG_LEVEL="WARNING",
+        )
     print(_report(figures))
     return 0
-
-
-def _measure(database_url: str, directory: Path, args: argparse.Namespace) -> dict[str, Any]:
-    print(
-        f"metrics: seeding {args.rows:,} dead letters, {args.queues:,} queues and "
-        f"{args.workers:,} workers, then scraping ...",
-        file=sys.stderr,
-        flush=True,
-    )
-    # Whitenoise warns on every request when STATIC_ROOT is missing.
-    (directory / "data" / "static").mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    for name in (
-        "SECRET_KEY_FILE",
-        "METRICS_TOKEN_FILE",
-        "METRICS_PUBLIC",
-        "METRICS_ALLOWED_NETWORKS",
-    ):
-        env.pop(name, None)
-    env.update(
-        SECRET_KEY=secrets.token_urlsafe(32),
-        METRICS_TOKEN=secrets.token_urlsafe(24),
-        METRICS_PER_WORKER="true",
-        DEBUG="false",
-        ALLOWED_HOSTS="testserver",
-        LOG_LEVEL="WARNING",
-        DATA_DIR=str(directory / "data"),
-        DATABASE_URL=database_url,
-        DJANGO_SETTINGS_MODULE="dashboard.settings",
-    )
-    command = [
-        sys.executable, "-m", "bench.metrics", "--worker", database_url,
-        "--rows", str(args.rows), "--queues", str(args.queues),
-        "--workers", str(args.workers), "--scrapes", str(args.scrapes),
-        "--naive-scrapes", str(args.naive_scrapes), "--warmup", str(args.warmup),
-    ]  # fmt: skip
-    if args.explain:
-        command.append("--explain")
-    if args.profile:
-        command += ["--profile", str(args.profile.resolve())]
-    child = subprocess.run(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True, check=False
-    )
-    lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
-    if child.returncode != 0 or not lines:
-        sys.stdout.write(child.stdout)
-        raise SystemExit(f"metrics: the measurement failed (exit status {child.returncode})")
-    figures: dict[str, Any] = json.loads(lines[-1])
-    return figures
 
 
 # --- the report ----------------------------------------------------------------------------
@@ -274,7 +213,7 @@ def _report(r: dict[str, Any]) -> str:
         )
         for result in r["results"]
     ]
-    out += _table(header, rows, right_from=1)
+    out += harness.table(header, rows, right_from=1)
     ours = r["results"][0]
     families = ", ".join(f"{name} {count:,}" for name, count in ours["families"].items())
     out += [
@@ -300,58 +239,31 @@ def _report(r: dict[str, Any]) -> str:
         f"promtool check metrics: {r['promtool']}",
         "",
         "target (from the issue; reported, not asserted):",
-        f"  {_verdict(ours['p95_ms'] <= TARGET_P95_MS)}  GET /metrics p95 at most "
+        f"  {harness.verdict(ours['p95_ms'] <= TARGET_P95_MS)}  GET /metrics p95 at most "
         f"{TARGET_P95_MS:.0f} ms: {ours['p95_ms']:.1f} ms",
         "",
         f"seeding (not a target): dead letters {seed['seconds']:.1f}s (console's seeder), "
         f"snapshots {seed['snapshot_seconds']:.1f}s; dead-letter table "
         f"{seed['table_mb']:,.0f} MB with indexes",
-        f"machine: {machine()}; PostgreSQL {r['server_version']} on "
+        f"machine: {harness.machine()}; PostgreSQL {r['server_version']} on "
         f"{'this machine' if r['loopback'] else 'another host'}; load average "
         f"{r['load'][0]:.2f} before the scrapes, {r['load'][1]:.2f} after",
     ]
     return "\n".join(out)
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], *, right_from: int) -> list[str]:
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-
-    def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(
-            cell.rjust(width) if index >= right_from else cell.ljust(width)
-            for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    return [line(header), line(tuple("-" * w for w in widths)), *(line(row) for row in rows)]
-
-
-def _verdict(met: bool) -> str:
-    return "met " if met else "MISS"
-
-
 # --- the child: seed, scrape, compare -------------------------------------------------------
 
 
-def _worker(database_url: str, args: argparse.Namespace) -> int:
-    # The parent set SECRET_KEY, METRICS_TOKEN, DEBUG, ALLOWED_HOSTS, DATA_DIR and
-    # DATABASE_URL in our environment: settings read them at setup.
-    if os.environ.get("DATABASE_URL") != database_url:
-        raise SystemExit("--worker is internal: run `python -m bench metrics`")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
-    import django
-
-    django.setup()
+def _measure(args: argparse.Namespace) -> dict[str, Any]:
     from django.conf import settings
     from django.contrib.auth.models import User
-    from django.core.management import call_command
-    from django.db import connection
     from django.test import Client
 
     from bench.console import TASKS, Seeder
     from deadletters.models import DeadLetterStats
     from metrics.collector import StoredStateCollector
 
-    call_command("migrate", verbosity=0)
     # The seeder marks who requeued and discarded its rows.
     user = User.objects.create_user("bench", email="", password=None)
     seeded = Seeder(args.rows, user.pk).run()
@@ -361,7 +273,9 @@ def _worker(database_url: str, args: argparse.Namespace) -> int:
     started = time.perf_counter()
     snapshot = _seed_snapshots(args.queues, args.workers)
     snapshot_seconds = time.perf_counter() - started
-    _progress(f"seed: {args.queues:,} queues, {args.workers} workers in {snapshot_seconds:.1f}s")
+    harness.progress(
+        f"seed: {args.queues:,} queues, {args.workers} workers in {snapshot_seconds:.1f}s"
+    )
     _checkpoint()
 
     token = str(settings.METRICS_TOKEN)
@@ -414,34 +328,25 @@ def _worker(database_url: str, args: argparse.Namespace) -> int:
     ours_text, naive_text = texts[0], texts[-1]
     samples = _agree(ours_text, naive_text, seeded.counts)
     promtool = _promtool(ours_text)
-    _progress(f"promtool check metrics: {promtool}")
+    harness.progress(f"promtool check metrics: {promtool}")
     if args.profile:
-        _profile(view, args.profile / "metrics-scrape.prof")
-
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        server_version = str(cursor.fetchone()[0]).split()[0]
-    host = str(connection.settings_dict.get("HOST") or "")
-    print(
-        json.dumps(
-            {
-                "server_version": server_version,
-                "loopback": host in ("", "localhost", "127.0.0.1", "::1") or host.startswith("/"),
-                "seed": {
-                    **seeded.as_dict(),
-                    **snapshot,
-                    "stats": stats,
-                    "snapshot_seconds": snapshot_seconds,
-                },
-                "results": results,
-                "dead_letter_samples": samples,
-                "promtool": promtool,
-                "load": [load_before, load_after],
-            }
-        ),
-        flush=True,
-    )
-    return 0
+        path = args.profile / "metrics-scrape.prof"
+        harness.profile(path, r"metrics|dashboard|django|prometheus|psycopg", view)
+        harness.progress(f"profile of one GET /metrics written to {path}")
+    return {
+        "server_version": harness.server_version(),
+        "loopback": harness.on_this_machine(),
+        "seed": {
+            **seeded.as_dict(),
+            **snapshot,
+            "stats": stats,
+            "snapshot_seconds": snapshot_seconds,
+        },
+        "results": results,
+        "dead_letter_samples": samples,
+        "promtool": promtool,
+        "load": [load_before, load_after],
+    }
 
 
 def _checkpoint() -> None:
@@ -453,13 +358,11 @@ def _checkpoint() -> None:
         with connection.cursor() as cursor:
             cursor.execute("CHECKPOINT")
     except DatabaseError as exc:  # not a superuser (nor pg_checkpoint): measure anyway
-        _progress(f"no CHECKPOINT after seeding ({exc}); the first scrapes may wait on writes")
+        harness.progress(
+            f"no CHECKPOINT after seeding ({exc}); the first scrapes may wait on writes"
+        )
         return
-    _progress(f"seed: CHECKPOINT {time.perf_counter() - started:.1f}s")
-
-
-def _progress(text: str) -> None:
-    print(f"  {text}", file=sys.stderr, flush=True)
+    harness.progress(f"seed: CHECKPOINT {time.perf_counter() - started:.1f}s")
 
 
 # --- the naive reference -------------------------------------------------------------------
@@ -589,7 +492,7 @@ def _figures(
     times = [seconds for _, _, seconds in queries]
     slowest = max(range(len(times)), key=times.__getitem__) if times else None
     if args.explain and slowest is not None:
-        _explain(name, queries[slowest][0], queries[slowest][1])
+        harness.explain(name, queries[slowest][0], queries[slowest][1])
     samples_ms = sorted(sample * 1000 for sample in samples)
     text = body.decode()
     families: dict[str, int] = {}
@@ -611,10 +514,10 @@ def _figures(
         "queries": len(times),
         "sql_ms": sum(times) * 1000,
         "slowest_query_ms": times[slowest] * 1000 if slowest is not None else 0.0,
-        "slowest_query": _shorten(queries[slowest][0]) if slowest is not None else "",
+        "slowest_query": harness.shorten(queries[slowest][0], 300) if slowest is not None else "",
         "text": text,
     }
-    _progress(
+    harness.progress(
         f"{name}: p50 {figures['p50_ms']:.1f} ms, p95 {figures['p95_ms']:.1f} ms "
         f"({len(samples_ms)} scrapes, {figures['series']:,} series, {len(body):,} bytes, "
         f"{len(times)} queries, {len(full_gcs)} full GCs)"
@@ -630,34 +533,6 @@ def _fresh_collectors() -> None:
 
     now = timezone.now()
     CollectorStatus.objects.update(last_attempt_at=now, last_success_at=now)
-
-
-def _explain(name: str, sql: str, params: Any) -> None:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", params)
-        plan = "\n".join(f"    {row[0]}" for row in cursor.fetchall())
-    print(f"  EXPLAIN of {name}'s slowest query:\n    {sql}\n{plan}", file=sys.stderr, flush=True)
-
-
-def _profile(scrape: Callable[[], bytes], path: Path) -> None:
-    import cProfile
-    import pstats
-
-    profiler = cProfile.Profile()
-    profiler.runcall(scrape)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    profiler.dump_stats(path)
-    stats = pstats.Stats(profiler, stream=sys.stderr)
-    stats.sort_stats("cumulative").print_stats(r"metrics|dashboard|django|prometheus|psycopg", 40)
-    stats.sort_stats("tottime").print_stats(25)
-    _progress(f"profile of one GET /metrics written to {path}")
-
-
-def _shorten(sql: str, limit: int = 300) -> str:
-    text = " ".join(sql.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # --- checks --------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The sampling benchmark: queue depths on Redis, and an inspect round of real workers.
 
-    python -m bench.sample [--queues 1000] [--lists 4] [--messages 2] [--rounds 30]
-                           [--workers 20] [--worker-rounds 10] [--only queues|workers]
+    python3 dev.py bench sample [--queues 1000] [--lists 4] [--messages 2] [--rounds 30]
+                                [--workers 20] [--worker-rounds 10] [--only queues|workers]
 
 Queues: one run starts its own Redis and publishes through Celery (with the
 hook's stamps) ``--messages`` tasks to each of ``--lists`` of the four priority
@@ -17,68 +17,41 @@ inspect call that waits for every worker (the reply time), and against the
 four inspect calls Flower-style tools make one after another with the default
 timeout (``stats``, ``active``, ``reserved``, ``active_queues``).
 
-A missed target is reported, never an error. Django settings are read once per
-process, so the measurement runs in a child process with its own environment.
+A missed target is reported, never an error. The measurement runs in a child
+process (see bench/_harness.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import secrets
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from kombu import Connection
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench import _harness as harness
+
 PRIORITIES = (0, 3, 6, 9)
 # Targets from the issue; reported, never asserted.
 TARGET_SAMPLE_MS = 15.0
 TARGET_ROUND_RATIO = 1.5
 
 
-def main(argv: list[str]) -> None:
-    args = _parser().parse_args(argv)
-    if args.child:
-        _child(args)
-        return
-    with tempfile.TemporaryDirectory(prefix="ops-bench-sample-") as tmp:
-        env = dict(os.environ)
-        env.pop("SECRET_KEY_FILE", None)
-        env.update(
-            DJANGO_SETTINGS_MODULE="dashboard.settings",
-            SECRET_KEY=secrets.token_urlsafe(32),
-            DEBUG="false",
-            ALLOWED_HOSTS="localhost",
-            DATA_DIR=tmp,
-            DATABASE_URL=f"sqlite:///{Path(tmp) / 'bench.sqlite3'}",
-            LOG_LEVEL="WARNING",
-            PYTHONUNBUFFERED="1",
-        )
-        command = [sys.executable, "-m", "bench.sample", "--child", *argv]
-        child = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
-    if child.returncode != 0 or not lines:
-        sys.stdout.write(child.stdout)
-        raise SystemExit(f"the measurement failed (exit status {child.returncode})")
-    print(_report(json.loads(lines[-1])))
+def main(argv: list[str]) -> int:
+    return harness.main("sample", argv, _parser(), parent=_run, child=_measure)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.sample",
-        description="Queue depth sampling on Redis, and one inspect round of real workers.",
+    parser = harness.parser(
+        "sample", "Queue depth sampling on Redis, and one inspect round of real workers."
     )
-    parser.add_argument("--queues", type=_positive, default=1000)
+    parser.add_argument("--queues", type=harness.positive, default=1000)
     parser.add_argument(
         "--lists",
         type=int,
@@ -88,29 +61,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--messages",
-        type=_positive,
+        type=harness.positive,
         default=2,
         help="messages in each priority list of each queue (default 2)",
     )
     parser.add_argument(
-        "--rounds", type=_positive, default=30, help="timed samples of our reader (default 30)"
+        "--rounds",
+        type=harness.positive,
+        default=30,
+        help="timed samples of our reader (default 30)",
     )
-    parser.add_argument("--workers", type=_positive, default=20)
-    parser.add_argument("--worker-rounds", type=_positive, default=10)
+    parser.add_argument("--workers", type=harness.positive, default=20)
+    parser.add_argument("--worker-rounds", type=harness.positive, default=10)
     parser.add_argument("--only", choices=("queues", "workers"), default=None)
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
-    return value
-
-
-def _progress(text: str) -> None:
-    print(f"  {text}", file=sys.stderr, flush=True)
+def _run(args: argparse.Namespace, child: harness.Child) -> int:
+    with harness.scratch() as directory, harness.embedded_redis(directory) as broker_url:
+        figures = child.run(
+            harness.sqlite_url(directory),
+            directory,
+            CELERY_BROKER_URL=broker_url,
+            CELERY_RESULT_BACKEND=broker_url,
+            ALLOWED_HOSTS="localhost",
+            LOG_LEVEL="WARNING",
+            PYTHONUNBUFFERED="1",
+        )
+    print(_report(figures))
+    return 0
 
 
 def timings(actions: dict[str, Callable[[], object]], rounds: int) -> dict[str, dict[str, float]]:
@@ -137,30 +116,16 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": statistics.median(ordered), "p95": p95, "rounds": len(ordered)}
 
 
-# --- the child: one Redis, the measurements, one JSON line ------------------------------
+# --- the child: the measurements, returned as one JSON line -------------------------------
 
 
-def _child(args: argparse.Namespace) -> None:
-    from dashboard.embedded_redis import EmbeddedRedis
-
-    redis_server = EmbeddedRedis(Path(os.environ["DATA_DIR"]) / "redis")
-    os.environ["CELERY_BROKER_URL"] = redis_server.start()
-    os.environ["CELERY_RESULT_BACKEND"] = os.environ["CELERY_BROKER_URL"]
-    try:
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
-        call_command("migrate", verbosity=0)
-        figures: dict[str, Any] = {"redis_version": _redis_version()}
-        if args.only in (None, "queues"):
-            figures["queues"] = _queues(args)
-        if args.only in (None, "workers"):
-            figures["workers"] = _workers(args)
-    finally:
-        redis_server.stop()
-    print(json.dumps(figures), flush=True)
+def _measure(args: argparse.Namespace) -> dict[str, Any]:
+    figures: dict[str, Any] = {"redis_version": _redis_version()}
+    if args.only in (None, "queues"):
+        figures["queues"] = _queues(args)
+    if args.only in (None, "workers"):
+        figures["workers"] = _workers(args)
+    return figures
 
 
 def _redis_version() -> str:
@@ -176,7 +141,7 @@ def _redis_version() -> str:
 def _queues(args: argparse.Namespace) -> dict[str, Any]:
     import deadletters.hook  # noqa: F401 - the stamps, as a team's producers send them
     from dashboard import broker
-    from dashboard.depths import RedisDepths
+    from dashboard.broker.depths import RedisDepths
     from demo.celery_app import app
 
     names = [f"bench-{n:04d}" for n in range(args.queues)]
@@ -193,7 +158,7 @@ def _queues(args: argparse.Namespace) -> dict[str, Any]:
                         producer=producer,
                     )
     published = len(names) * args.lists * args.messages
-    _progress(f"published {published:,} tasks in {time.perf_counter() - started:.1f}s")
+    harness.progress(f"published {published:,} tasks in {time.perf_counter() - started:.1f}s")
 
     reader = RedisDepths()
     sampled = reader.sample(names)
@@ -221,7 +186,7 @@ def _queues(args: argparse.Namespace) -> dict[str, Any]:
         slow = timings(
             {"ours": lambda: reader.sample(names), "passive": passive}, max(3, args.rounds // 6)
         )
-    _progress(f"ours: p50 {fast['ours']['p50']:.1f} ms")
+    harness.progress(f"ours: p50 {fast['ours']['p50']:.1f} ms")
     client.close()
     reader.close()
     expected = published
@@ -244,35 +209,18 @@ def _queues(args: argparse.Namespace) -> dict[str, Any]:
 
 @contextmanager
 def _running_workers(count: int) -> Iterator[list[str]]:
-    env = dict(os.environ, CELERY_RESULT_BACKEND=os.environ["CELERY_BROKER_URL"])
+    """``count`` real workers of the demo app, on the broker and result backend we were given."""
+    from demo.workers import worker_command
+
     processes = []
     names = [f"bench{n}" for n in range(count)]
     try:
         for name in names:
+            command = worker_command(name, pool="solo", concurrency=1, loglevel="WARNING")
             processes.append(
                 subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "demo.celery_app",
-                        "worker",
-                        "-P",
-                        "solo",
-                        "-c",
-                        "1",
-                        "-n",
-                        f"{name}@%h",
-                        "-Q",
-                        "default,emails,reports",
-                        "--without-mingle",
-                        "--without-gossip",
-                        "--loglevel",
-                        "WARNING",
-                    ],
-                    cwd=ROOT,
-                    env=env,
+                    command,
+                    cwd=harness.ROOT,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
@@ -290,10 +238,10 @@ def _running_workers(count: int) -> Iterator[list[str]]:
 
 
 def _workers(args: argparse.Namespace) -> dict[str, Any]:
-    from dashboard import control
+    from dashboard.broker import control
     from dashboard.celery import app
     from dashboard.models import WorkerSnapshot
-    from dashboard.sampling import WorkerSampler
+    from dashboard.queues.sampling import WorkerSampler
 
     with _running_workers(args.workers):
         deadline = time.monotonic() + 120
@@ -301,7 +249,7 @@ def _workers(args: argparse.Namespace) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 raise SystemExit(f"{args.workers} workers did not all start within 120 s")
             time.sleep(0.5)
-        _progress(f"{args.workers} workers answer")
+        harness.progress(f"{args.workers} workers answer")
         n = args.workers
 
         def one_reply() -> None:
@@ -342,7 +290,7 @@ def _workers(args: argparse.Namespace) -> dict[str, Any]:
         sampler.close()
         if WorkerSnapshot.objects.filter(online=True).count() != n:
             raise SystemExit("the sampler did not store every worker")
-    _progress(f"ours: p50 {figures['ours']['p50']:.1f} ms")
+    harness.progress(f"ours: p50 {figures['ours']['p50']:.1f} ms")
     return figures
 
 
@@ -355,8 +303,6 @@ def _row(label: str, t: dict[str, float], reference: float | None = None) -> str
 
 
 def _report(figures: dict[str, Any]) -> str:
-    from bench.ingest import machine
-
     out = ["", "Sampling", ""]
     queues = figures.get("queues")
     if queues:
@@ -382,26 +328,22 @@ def _report(figures: dict[str, Any]) -> str:
             _row("plain: stats, active, reserved, active_queues, 1 s", workers["plain"], reference),
             "",
         ]
-    out.append(f"machine: {machine()}")
+    out.append(f"machine: {harness.machine()}")
     out += ["", "targets (from the issue; reported, not asserted):"]
     if queues:
         p50 = queues["ours"]["p50"]
         out.append(
-            f"  {_verdict(p50 <= TARGET_SAMPLE_MS)}  one sample of {queues['queues']:,} "
+            f"  {harness.verdict(p50 <= TARGET_SAMPLE_MS)}  one sample of {queues['queues']:,} "
             f"queues in at most {TARGET_SAMPLE_MS:.0f} ms: {p50:.1f} ms (p50)"
         )
     if workers:
         ratio = workers["ours"]["p50"] / workers["one_reply"]["p50"]
         out.append(
-            f"  {_verdict(ratio <= TARGET_ROUND_RATIO)}  one worker round in at most "
+            f"  {harness.verdict(ratio <= TARGET_ROUND_RATIO)}  one worker round in at most "
             f"{TARGET_ROUND_RATIO}x one reply time: {ratio:.2f}x (p50)"
         )
     return "\n".join(out)
 
 
-def _verdict(met: bool) -> str:
-    return "met " if met else "MISS"
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

@@ -16,6 +16,11 @@ logger = logging.getLogger("dashboard.audit")
 AnyUser = AbstractBaseUser | AnonymousUser
 
 
+def user_id(user: AnyUser | None) -> Any:
+    """The id of the user who acts, or None for the system or an anonymous one."""
+    return user.pk if user is not None and user.is_authenticated else None
+
+
 def record(
     *,
     user: AnyUser | None,
@@ -28,11 +33,10 @@ def record(
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """Store the event; callers pass values already redacted for display."""
-    authenticated = user is not None and user.is_authenticated
     ids = [str(i) for i in target_ids]
     event = AuditEvent.objects.create(
-        user_id=user.pk if authenticated and user is not None else None,
-        username=user.get_username() if authenticated and user is not None else "",
+        user_id=user_id(user),
+        username=user.get_username() if user is not None and user.is_authenticated else "",
         action=action,
         target_type=target_type,
         target_ids=ids,

@@ -1,19 +1,20 @@
-"""What every page shows: banners for a broker that cannot be reached and a
-full dead-letter cap, from stored state only (never the broker itself)."""
+"""What every page shows: a banner for a broker that cannot be reached, from
+stored state only (never the broker itself)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpRequest
 
 from dashboard.models import CollectorStatus
+from dashboard.monitor.status import ingest_trouble
 
 
 def banners(request: HttpRequest) -> dict[str, Any]:
-    """``broker_failure`` (the broker collector's status while it fails) and the open cap.
+    """``broker_failure`` (the broker collector's status while it fails) and
+    ``ingest_trouble`` (why dead-letter ingestion looks stuck, or '').
 
     A page must render even when these cannot be read: no banner then, never a 500.
     """
@@ -28,14 +29,9 @@ def banners(request: HttpRequest) -> dict[str, Any]:
         context: dict[str, Any] = {
             "broker_failure": CollectorStatus.objects.filter(
                 name="broker", failing_since__isnull=False
-            ).first()
+            ).first(),
+            "ingest_trouble": ingest_trouble(),
         }
-        if settings.DEADLETTERS_MAX_OPEN:
-            from deadletters.selectors import open_cap_reached
-
-            context.update(
-                open_cap_reached=open_cap_reached(), open_cap=settings.DEADLETTERS_MAX_OPEN
-            )
     except DatabaseError:
         return {}
     request._ops_banners = context  # type: ignore[attr-defined]

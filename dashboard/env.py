@@ -98,20 +98,3 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ImproperlyConfigured(f"{name}={value!r} is not one of {', '.join(choices)}")
     return value
-
-
-def env_seconds_map(name: str) -> dict[str, int]:
-    """``name=seconds,other=seconds`` as a dict; a malformed item is an error."""
-    result: dict[str, int] = {}
-    for item in env_list(name, []):
-        key, sep, raw = item.partition("=")
-        try:
-            if not sep or not key.strip():
-                raise ValueError
-            seconds = int(raw.strip())
-        except ValueError:
-            raise ImproperlyConfigured(f"{name}: {item!r} is not name=seconds") from None
-        if seconds < 1:
-            raise ImproperlyConfigured(f"{name}: {item!r} must be at least 1 second")
-        result[key.strip()] = seconds
-    return result

@@ -50,6 +50,40 @@ def log_context(**values: str) -> Iterator[None]:
             var.reset(token)
 
 
+def logging_config(
+    log_format: str,
+    *,
+    root_level: str | None = None,
+    loggers: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` with one console handler in ``log_format``
+    ("plain" or "json") that adds the request and batch ids to every record.
+
+    The site's ``LOGGING`` and gunicorn's ``logconfig_dict`` are both built here.
+    """
+    config: dict[str, Any] = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"context": {"()": "dashboard.logs.ContextFilter"}},
+        "formatters": {
+            "plain": {"()": "dashboard.logs.PlainFormatter"},
+            "json": {"()": "dashboard.logs.JsonFormatter"},
+        },
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": log_format,
+                "filters": ["context"],
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": loggers or {},
+    }
+    if root_level is not None:
+        config["root"] = {"handlers": ["console"], "level": root_level}
+    return config
+
+
 class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         for name, var in CONTEXT.items():

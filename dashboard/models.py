@@ -125,8 +125,6 @@ class QueueHistory(models.Model):
     depth = models.PositiveBigIntegerField(null=True)
     depth_max = models.PositiveBigIntegerField(null=True)
     oldest_age = models.FloatField(null=True)
-    in_rate = models.FloatField(null=True)
-    out_rate = models.FloatField(null=True)
 
     class Meta:
         ordering = ["queue", "at"]

@@ -21,10 +21,10 @@ from dashboard.env import (
     env_int,
     env_list,
     env_networks,
-    env_seconds_map,
     env_secret,
     env_str,
 )
+from dashboard.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var")))
@@ -92,6 +92,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "dashboard.context_processors.banners",
+                "deadletters.context_processors.open_cap",
             ],
         },
     },
@@ -149,24 +150,11 @@ DJANGO_TABLES2_TEMPLATE = "django_tables2/table.html"
 
 # One line per event; JSON for log shippers. See dashboard/logs.py.
 LOG_FORMAT = env_choice("LOG_FORMAT", "plain", ("plain", "json"))
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {"context": {"()": "dashboard.logs.ContextFilter"}},
-    "formatters": {
-        "plain": {"()": "dashboard.logs.PlainFormatter"},
-        "json": {"()": "dashboard.logs.JsonFormatter"},
-    },
-    "handlers": {
-        "console": {
-            "class": "logging.StreamHandler",
-            "formatter": LOG_FORMAT,
-            "filters": ["context"],
-        }
-    },
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+LOGGING = logging_config(
+    LOG_FORMAT,
+    root_level=env_str("LOG_LEVEL", "INFO"),
+    loggers={"django.db.backends": {"level": "WARNING"}},
+)
 
 # --- Running behind a TLS proxy ----------------------------------------------
 # With DEBUG off the defaults are those of a site served over HTTPS only.
@@ -236,6 +224,11 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 # --- Dead letters ----------------------------------------------------------
 DEADLETTERS_QUEUE = env_str("DEADLETTERS_QUEUE", "deadletters")
 DEADLETTERS_BATCH_SIZE = env_int("DEADLETTERS_BATCH_SIZE", 500, minimum=1)
+# Every page shows a banner when the oldest dead letter has waited this long in
+# the queue for the monitor, or while the monitor's ingestion keeps failing.
+DEADLETTERS_INGEST_STUCK_AFTER = env_int("DEADLETTERS_INGEST_STUCK_AFTER", 120, minimum=1)
+# Rows a bulk action claims, publishes and confirms per transaction.
+DEADLETTERS_BULK_CHUNK = env_int("DEADLETTERS_BULK_CHUNK", 1000, minimum=1)
 # How long an ingesting monitor may stay silent before another one returns
 # the batch it held to the queue.
 DEADLETTERS_LEASE_SECONDS = env_int("DEADLETTERS_LEASE_SECONDS", 60, minimum=1)
@@ -249,12 +242,14 @@ MONITOR_LEADER_LEASE_SECONDS = env_int("MONITOR_LEADER_LEASE_SECONDS", 30, minim
 # Where the lease lives: "auto" is Redis when the broker is Redis, else the database.
 MONITOR_LEADER_LEASE = env_choice("MONITOR_LEADER_LEASE", "auto", ("auto", "redis", "database"))
 
-# --- /readyz -------------------------------------------------------------------
-# A collector whose last success is older than this makes the site unready;
-# per collector with READYZ_MAX_AGE_BY_COLLECTOR=workers=300,broker=60.
-READYZ_MAX_AGE_SECONDS = env_int("READYZ_MAX_AGE_SECONDS", 120, minimum=1)
-READYZ_MAX_AGE_BY_COLLECTOR = env_seconds_map("READYZ_MAX_AGE_BY_COLLECTOR")
-READYZ_BROKER_TIMEOUT = env_float("READYZ_BROKER_TIMEOUT", 2.0, minimum=0.1)
+# --- The monitor's liveness (manage.py monitor --check) ---------------------
+# The ingest loop touches this file while it runs; the check fails when the
+# file is older than MONITOR_HEARTBEAT_MAX_AGE. One file per replica: set it
+# apart when replicas share a file system.
+MONITOR_HEARTBEAT_FILE = Path(
+    env_str("MONITOR_HEARTBEAT_FILE", str(DATA_DIR / "monitor.heartbeat"))
+)
+MONITOR_HEARTBEAT_MAX_AGE = env_int("MONITOR_HEARTBEAT_MAX_AGE", 60, minimum=1)
 
 # --- Queues and workers (sampled by the monitor) -----------------------------
 # Queues to show even before a worker, a dead letter or the broker names them.

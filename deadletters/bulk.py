@@ -1,66 +1,51 @@
-"""Bulk requeue and discard: asked for in a request, carried out by the monitor.
+"""Bulk requeue and discard, as the operator asks for them in a request.
 
 The set is fixed at the click: the ticked ids, or the filter as the operator
-saw it, bounded by the newest id then, and always only rows open at the time.
-The runner walks it in id order, a chunk at a time, and keeps its place
-(``cursor``) in the database, so a monitor that dies resumes where it was.
-
-Requeue of a chunk, in two commits around the publish. The first claims the
-open rows with one statement (state, new task ids, the action), counts the
-rest of the chunk and moves the cursor past it. The messages go out
-pipelined, from a thread of their own, while the next chunk is read and
-claimed. The second commit confirms what the broker took, gives back (open)
-what it was never handed, and hands the next chunk over. The action names
-the chunks in between: ``pending_ids`` (handed to the broker, or about to
-be) and ``claimed_ids`` (claimed while another chunk was being published).
-A monitor killed in between leaves them there: the pending rows may or may
-not have reached the broker, so the next run counts them as ``unconfirmed``
-and never publishes them again; the claimed ones never left, and it
-publishes them first. The messages of a pipeline that the broker dropped
-before it answered are unconfirmed too.
+saw it, bounded by the newest id then (for a batch whose size they must type,
+the first click: the number they type is the number acted on), and always
+only rows open at the time. A filter the list would refuse is refused here too.
+The monitor carries the action out (``deadletters.bulk_runner``).
 """
 
 from __future__ import annotations
 
-import logging
-import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connection, transaction
-from django.db.models import F, Max, QuerySet
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max, QuerySet
 from django.http import QueryDict
-from django.utils import timezone
 
 from dashboard import audit
-from dashboard.celery import Published, publish_tasks
-from deadletters.aggregates import count_handled
 from deadletters.filters import DeadLetterFilter
 from deadletters.models import BulkAction, DeadLetter
-from deadletters.services import requeue_message
 
-logger = logging.getLogger("deadletters.bulk")
 
-CHUNK = 1000
-# Hand the scheduler back after this long, so other jobs and a stop get their turn.
-SLICE_SECONDS = 5.0
+class InvalidFilter(ValueError):
+    """A filter the list would refuse. Ignoring the part it cannot read would
+    act on more rows than the operator saw, so the action is refused instead."""
 
-# What a chunk reads of each row: enough to sort it and to build its message.
-# Reading any other field of these rows would cost a query per row.
-_ROW_FIELDS = (
-    "id", "state", "signature", "task_name", "queue", "task_id", "args", "kwargs", "headers",
-    "exchange", "routing_key", "priority", "root_id", "requeued_at", "discarded_at",
-    "bulk_action", "lossy", "quarantine_reason",
-)  # fmt: skip
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__("; ".join(f"{name}: {' '.join(e)}" for name, e in errors.items()))
+        self.errors = errors
 
 
 def matching(filter_query: str) -> QuerySet[DeadLetter]:
-    """The rows a stored filter matches, ignoring its state: only open rows are acted on."""
+    """The rows a stored filter matches, ignoring its state: only open rows are acted on.
+
+    Raises InvalidFilter where the list would show an error for the filter.
+    """
     params = QueryDict(filter_query, mutable=True)
+    checked = DeadLetterFilter(params, queryset=DeadLetter.objects.none())
+    if not checked.is_valid():
+        raise InvalidFilter({name: list(errors) for name, errors in checked.errors.items()})
     params.pop("state", None)
     return DeadLetterFilter(params, queryset=DeadLetter.objects.all()).qs
+
+
+def newest_id() -> int:
+    """The newest dead letter's id: what bounds a set fixed now."""
+    return int(DeadLetter.objects.aggregate(top=Max("pk"))["top"] or 0)
 
 
 def target_rows(action: BulkAction) -> QuerySet[DeadLetter]:
@@ -75,6 +60,44 @@ def open_count(rows: QuerySet[DeadLetter]) -> int:
     return rows.filter(state=DeadLetter.State.OPEN).count()
 
 
+class NeedsConfirmation(Exception):
+    """A big batch: the operator must type how many rows it touches.
+
+    ``max_id`` is the newest id when they were asked: the confirmation carries
+    it back, so the number typed is the number acted on, whatever arrives meanwhile.
+    """
+
+    def __init__(self, total: int, max_id: int) -> None:
+        super().__init__(
+            f"This acts on the {total} dead letters that match now; later failures are not"
+            f" included. Type {total} to confirm."
+        )
+        self.total = total
+        self.max_id = max_id
+
+
+def confirm_size(
+    *,
+    filter_query: str = "",
+    selected_ids: list[int] | None = None,
+    confirmation: str = "",
+    max_id: int | None = None,
+) -> int:
+    """How many open rows the action would touch: those up to ``max_id`` (by
+    default the newest id now).
+
+    Raises NeedsConfirmation when that is above DEADLETTERS_CONFIRM_ABOVE and
+    ``confirmation`` is not that number; InvalidFilter for a filter the list
+    would refuse.
+    """
+    bound = newest_id() if max_id is None else max_id
+    preview = BulkAction(filter_query=filter_query, selected_ids=selected_ids, max_id=bound)
+    total = open_count(target_rows(preview))
+    if total > settings.DEADLETTERS_CONFIRM_ABOVE and confirmation.strip() != str(total):
+        raise NeedsConfirmation(total, bound)
+    return total
+
+
 def create(
     *,
     user: Any,
@@ -82,12 +105,19 @@ def create(
     reason: str,
     filter_query: str = "",
     selected_ids: list[int] | None = None,
+    max_id: int | None = None,
 ) -> BulkAction:
-    """Record what the operator asked for; the monitor carries it out."""
-    max_id = DeadLetter.objects.aggregate(top=Max("pk"))["top"] or 0
+    """Record what the operator asked for; the monitor carries it out.
+
+    ``max_id`` bounds the set: the newest id when the operator confirmed its
+    size (``NeedsConfirmation.max_id``), by default the newest now. Raises
+    InvalidFilter for a filter the list would refuse.
+    """
+    if max_id is None:
+        max_id = newest_id()
     bulk = BulkAction(
         action=action,
-        created_by=user if user.is_authenticated else None,
+        created_by_id=audit.user_id(user),
         reason=reason,
         filter_query="" if selected_ids is not None else filter_query,
         filter_description="" if selected_ids is not None else describe(filter_query),
@@ -121,338 +151,3 @@ def describe(filter_query: str) -> str:
     }  # fmt: skip
     parts = [f"{label} {params[name]!r}" for name, label in labels.items() if params.get(name)]
     return ", ".join(parts) or "all dead letters"
-
-
-# --- the runner (in the monitor) ------------------------------------------------------
-
-
-def run_pending() -> None:
-    """The monitor's job: work on the oldest unfinished bulk action for a while."""
-    action = (
-        BulkAction.objects.filter(state__in=[BulkAction.State.PENDING, BulkAction.State.RUNNING])
-        .order_by("id")
-        .first()
-    )
-    if action is not None:
-        run(action, seconds=SLICE_SECONDS)
-
-
-def run(action: BulkAction, *, seconds: float | None = None) -> BulkAction:
-    """Carry ``action`` on for up to ``seconds`` (or to its end); returns it refreshed."""
-    deadline = None if seconds is None else time.monotonic() + seconds
-    if action.state == BulkAction.State.PENDING:
-        BulkAction.objects.filter(pk=action.pk).update(
-            state=BulkAction.State.RUNNING, started_at=timezone.now()
-        )
-    else:
-        _settle_unconfirmed(action)
-    action.refresh_from_db()
-    if action.state == BulkAction.State.RUNNING:
-        if action.action == BulkAction.Action.REQUEUE:
-            _requeue(action, deadline)
-        else:
-            _discard(action, deadline)
-    action.refresh_from_db()
-    return action
-
-
-def _past(deadline: float | None) -> bool:
-    return deadline is not None and time.monotonic() > deadline
-
-
-def _settle_unconfirmed(action: BulkAction) -> None:
-    """After a crash: the rows this action handed to the broker but never confirmed."""
-    with transaction.atomic():
-        pending = BulkAction.objects.select_for_update().get(pk=action.pk).pending_ids or []
-        fields = ("id", "signature", "task_name", "queue")
-        mine = DeadLetter.objects.filter(bulk_action=action, state=DeadLetter.State.REQUEUED)
-        rows = {r.pk: r for r in mine.filter(pk__in=pending).only(*fields)}
-        # Rows flagged one by one, as a runner before ``pending_ids`` claimed them.
-        flagged = list(mine.filter(requeue_pending=True).only(*fields))
-        rows.update((r.pk, r) for r in flagged)
-        if not pending and not rows:
-            return
-        if flagged:
-            DeadLetter.objects.filter(pk__in=[r.pk for r in flagged]).update(requeue_pending=False)
-        count_handled(rows.values(), action="requeue")
-        BulkAction.objects.filter(pk=action.pk).update(
-            unconfirmed=F("unconfirmed") + len(rows), pending_ids=None
-        )
-    logger.warning(
-        "bulk action %s: %d rows were claimed but not confirmed before a crash; "
-        "they are not published again",
-        action.pk,
-        len(rows),
-    )
-
-
-@dataclass
-class _Chunk:
-    """The next ``CHUNK`` rows of the set after the cursor, sorted."""
-
-    open: list[DeadLetter]
-    # Not open, and handled by someone else after the click.
-    skipped: int
-    last_id: int
-
-
-def _next_chunk(action: BulkAction) -> _Chunk | None:
-    """The rows after the cursor, or None at the end of the set."""
-    rows = list(target_rows(action).filter(pk__gt=action.cursor).only(*_ROW_FIELDS)[:CHUNK])
-    if not rows:
-        return None
-    # Rows this action already handled (before a crash) were counted then.
-    others = [r for r in rows if r.bulk_action_id != action.pk]
-    skipped = sum(
-        1 for r in others
-        if not r.is_open
-        and (r.requeued_at or r.discarded_at or action.created_at) >= action.created_at
-    )  # fmt: skip
-    return _Chunk([r for r in others if r.is_open], skipped, rows[-1].pk)
-
-
-def _discard(action: BulkAction, deadline: float | None) -> None:
-    while not _past(deadline):
-        chunk = _next_chunk(action)
-        if chunk is None:
-            _finish(action)
-            return
-        ids = [r.pk for r in chunk.open]
-        with transaction.atomic():
-            rows = list(
-                DeadLetter.objects.select_for_update()
-                .filter(pk__in=ids, state=DeadLetter.State.OPEN)
-                .only("id", "signature", "task_name", "queue")
-            )
-            DeadLetter.objects.filter(pk__in=[r.pk for r in rows]).update(
-                state=DeadLetter.State.DISCARDED,
-                discarded_at=timezone.now(),
-                discarded_by_id=action.created_by_id,
-                bulk_action=action,
-            )
-            count_handled(rows, action="discard")
-            if not _running(action).update(
-                cursor=chunk.last_id,
-                done=F("done") + len(rows),
-                skipped=F("skipped") + chunk.skipped + (len(ids) - len(rows)),
-            ):
-                transaction.set_rollback(True)
-                return
-        action.cursor = chunk.last_id
-
-
-def _running(action: BulkAction) -> QuerySet[BulkAction]:
-    """The action while it runs: a superuser may stop it in the admin (state "failed")."""
-    return BulkAction.objects.filter(pk=action.pk, state=BulkAction.State.RUNNING)
-
-
-# --- requeue ------------------------------------------------------------------------------
-#
-# A chunk's messages go out in a thread of their own while the main thread
-# reads and claims the next chunk: the database and the broker work at the
-# same time. Only the main thread touches the database.
-
-
-@dataclass
-class _Claim:
-    """Rows claimed for requeue (requeued by the action, new task ids), in id order."""
-
-    letters: list[DeadLetter] = field(default_factory=list)
-
-    @property
-    def ids(self) -> list[int]:
-        return [d.pk for d in self.letters]
-
-
-def _requeue(action: BulkAction, deadline: float | None) -> None:
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulk-publish") as publisher:
-        current = _claimed_before(action) or _claim_next(action, deadline, handing=True)
-        while current is not None:
-            if not current.letters:
-                _finish(action)  # the end of the set
-                return
-            messages = [requeue_message(d, d.requeue_task_id) for d in current.letters]
-            publishing = publisher.submit(publish_tasks, messages)
-            following = _claim_next(action, deadline, handing=False)
-            if not _confirm(action, current, publishing.result(), following):
-                return
-            current = following
-
-
-def _claimed_before(action: BulkAction) -> _Claim | None:
-    """Rows claimed by a run that stopped before it handed them to the broker."""
-    if not action.claimed_ids:
-        return None
-    letters = list(
-        DeadLetter.objects.filter(
-            pk__in=action.claimed_ids, bulk_action=action, state=DeadLetter.State.REQUEUED
-        )
-        .order_by("pk")
-        .only(*_ROW_FIELDS, "requeue_task_id")
-    )
-    BulkAction.objects.filter(pk=action.pk).update(
-        pending_ids=[d.pk for d in letters] or None, claimed_ids=None
-    )
-    return _Claim(letters) if letters else None
-
-
-def _claim_next(action: BulkAction, deadline: float | None, *, handing: bool) -> _Claim | None:
-    """Claim the open rows of the next chunks, up to the first that has any.
-
-    An empty claim at the end of the set; None when the deadline came first.
-    ``handing``: the claim goes to the broker at once (``pending_ids``), else
-    after the chunk in flight (``claimed_ids``).
-    """
-    while not _past(deadline):
-        chunk = _next_chunk(action)
-        if chunk is None:
-            return _Claim()
-        blocked = [r.pk for r in chunk.open if r.requeue_blocker]
-        letters = {r.pk: r for r in chunk.open if not r.requeue_blocker}
-        new_ids = {pk: str(uuid.uuid4()) for pk in letters}
-        # From its commit the rows are ours: nobody else can requeue them. The
-        # rest of the chunk is counted now, and the cursor moves past it.
-        with transaction.atomic():
-            claimed = _claim(action, new_ids)
-            failed = (
-                DeadLetter.objects.filter(pk__in=blocked, state=DeadLetter.State.OPEN).count()
-                if blocked
-                else 0
-            )
-            # Open when read, but a single requeue or discard got there first.
-            skipped = chunk.skipped + len(chunk.open) - len(claimed) - failed
-            if not _running(action).update(
-                cursor=chunk.last_id,
-                skipped=F("skipped") + skipped,
-                failed=F("failed") + failed,
-                **{"pending_ids" if handing else "claimed_ids": claimed or None},
-            ):
-                transaction.set_rollback(True)
-                return None
-        action.cursor = chunk.last_id
-        if claimed:
-            for pk in claimed:
-                letters[pk].requeue_task_id = new_ids[pk]
-            return _Claim([letters[pk] for pk in claimed])
-    return None
-
-
-def _confirm(
-    action: BulkAction, current: _Claim, outcome: Published, following: _Claim | None
-) -> bool:
-    """Confirm what the broker took of ``current``, give back what it was never
-    handed, and hand ``following`` over; False when the broker failed."""
-    accepted, uncertain = outcome.accepted, outcome.accepted + outcome.uncertain
-    published, unknown = current.letters[:accepted], current.letters[accepted:uncertain]
-    given_back = [d.pk for d in current.letters[uncertain:]]
-    if outcome.error and following is not None:
-        given_back += following.ids
-    with transaction.atomic():
-        if given_back:
-            DeadLetter.objects.filter(pk__in=given_back).update(
-                state=DeadLetter.State.OPEN,
-                requeue_task_id="",
-                requeued_at=None,
-                requeued_by=None,
-                bulk_action=None,
-            )
-        count_handled(published + unknown, action="requeue")
-        failed = len(given_back)
-        changes: dict[str, Any] = {"pending_ids": None, "claimed_ids": None}
-        if outcome.error:
-            # The broker is away: stop here rather than fail every message in turn.
-            # What is left stays open, and the same filter can be run again.
-            failed += open_count(target_rows(action).filter(pk__gt=action.cursor))
-            changes["last_error"] = outcome.error
-        elif following is not None and following.letters:
-            changes["pending_ids"] = following.ids
-        BulkAction.objects.filter(pk=action.pk).update(
-            done=F("done") + len(published),
-            unconfirmed=F("unconfirmed") + len(unknown),
-            failed=F("failed") + failed,
-            **changes,
-        )
-    if unknown:
-        logger.warning(
-            "bulk action %s: the broker went away before it confirmed %d messages; "
-            "they may or may not be queued, and are not published again",
-            action.pk,
-            len(unknown),
-        )
-    if outcome.error:
-        action.refresh_from_db()
-        _finish(action, state=BulkAction.State.FAILED)
-        return False
-    return True
-
-
-def _claim(action: BulkAction, new_ids: dict[int, str]) -> list[int]:
-    """Set the rows of ``new_ids`` that are still open requeued by ``action``, in one
-    statement; returns the ids it claimed, in order.
-
-    The ``state = 'open'`` condition is the claim: a row that a single requeue
-    holds is waited for, then not matched, so nothing is published twice.
-    """
-    if not new_ids:
-        return []
-    fixed = [
-        DeadLetter.State.REQUEUED,
-        connection.ops.adapt_datetimefield_value(timezone.now()),
-        action.created_by_id,
-        action.pk,
-    ]
-    if connection.vendor == "postgresql":
-        sql = _CLAIM_POSTGRESQL
-        params = [*fixed, list(new_ids), list(new_ids.values()), DeadLetter.State.OPEN]
-    else:
-        # SQLite has no unnest: the pairs travel as a VALUES list (columns column1, column2).
-        sql = _CLAIM_SQLITE.replace("%(values)s", ", ".join(["(%s, %s)"] * len(new_ids)))
-        params = [*fixed, *(v for pair in new_ids.items() for v in pair), DeadLetter.State.OPEN]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return sorted(row[0] for row in cursor.fetchall())
-
-
-_CLAIM_POSTGRESQL = """
-UPDATE deadletters_deadletter AS d
-SET state = %s, requeue_task_id = v.new_id, requeued_at = %s, requeued_by_id = %s,
-    bulk_action_id = %s
-FROM unnest(%s::bigint[], %s::text[]) AS v(id, new_id)
-WHERE d.id = v.id AND d.state = %s
-RETURNING d.id
-"""
-
-_CLAIM_SQLITE = """
-UPDATE deadletters_deadletter
-SET state = %s, requeue_task_id = v.column2, requeued_at = %s, requeued_by_id = %s,
-    bulk_action_id = %s
-FROM (VALUES %(values)s) AS v
-WHERE deadletters_deadletter.id = v.column1 AND deadletters_deadletter.state = %s
-RETURNING id
-"""
-
-
-def _finish(action: BulkAction, state: str = BulkAction.State.DONE) -> None:
-    with transaction.atomic():
-        updated = BulkAction.objects.filter(pk=action.pk, state=BulkAction.State.RUNNING).update(
-            state=state, finished_at=timezone.now()
-        )
-        if not updated:
-            return
-        action.refresh_from_db()
-        audit.record(
-            user=action.created_by,
-            action=f"bulk_{action.action}_finished",
-            target_type="deadletter",
-            target_filter=action.filter_query,
-            count=action.done,
-            reason=action.reason,
-            details={
-                "bulk_action": action.pk,
-                "done": action.done,
-                "skipped": action.skipped,
-                "failed": action.failed,
-                "unconfirmed": action.unconfirmed,
-                "error": action.last_error,
-            },
-        )

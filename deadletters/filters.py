@@ -9,8 +9,8 @@ from django import forms
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from deadletters import search
 from deadletters.models import DeadLetter
-from deadletters.search import matching
 
 RANGES = {
     "15m": ("15 minutes", timedelta(minutes=15)),
@@ -24,6 +24,11 @@ class DeadLetterFilter(django_filters.FilterSet):
     q = django_filters.CharFilter(
         method="filter_text",
         label="Search",
+        max_length=search.MAX_LENGTH,
+        error_messages={
+            "max_length": "The search is limited to %(limit_value)d characters;"
+            " this one has %(show_value)d."
+        },
         widget=forms.TextInput(
             attrs={"placeholder": "task id, message, args, kwargs", "type": "search"}
         ),
@@ -60,7 +65,7 @@ class DeadLetterFilter(django_filters.FilterSet):
     def filter_text(
         self, queryset: QuerySet[DeadLetter], name: str, value: str
     ) -> QuerySet[DeadLetter]:
-        return queryset.filter(matching(value)) if value.strip() else queryset
+        return queryset.filter(search.matching(value)) if value.strip() else queryset
 
     def filter_range(
         self, queryset: QuerySet[DeadLetter], name: str, value: str

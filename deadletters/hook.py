@@ -365,7 +365,13 @@ class _Publisher:
                     declare=[target],
                     serializer="json",
                     delivery_mode=2,
-                    headers={"x_deadletter_v": ENVELOPE_VERSION},
+                    # Stamped like a task, so that the monitor's lag is known:
+                    # the age of the oldest envelope still waiting to be ingested.
+                    headers={
+                        "x_deadletter_v": ENVELOPE_VERSION,
+                        "x_sent_at": time.time(),
+                        "x_queue": name,
+                    },
                     retry=True,
                     retry_policy={
                         "max_retries": 3,

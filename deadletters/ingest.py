@@ -21,7 +21,6 @@ from functools import cache
 from typing import Any
 
 from django.db import (
-    DatabaseError,
     InterfaceError,
     OperationalError,
     connection,
@@ -31,9 +30,11 @@ from django.db import (
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
+from dashboard.broker.inbox import InboundMessage
 from deadletters.aggregates import count_received
-from deadletters.envelope import InboundMessage, parse, quarantined
+from deadletters.envelope import parse, quarantined
 from deadletters.models import DeadLetter
+from deadletters.redact import redact
 from deadletters.search import queue_for_index
 
 logger = logging.getLogger("deadletters.ingest")
@@ -55,8 +56,10 @@ class BatchResult:
 def store_batch(messages: list[InboundMessage]) -> BatchResult:
     """Insert the batch in one transaction; redeliveries are counted, not stored.
 
-    Raises an ``UNAVAILABLE`` error when the database cannot be reached, so the
-    caller keeps the batch unacked and tries again.
+    Every message ends as one row (or as the duplicate of one). Raises an
+    ``UNAVAILABLE`` error when the database cannot be reached, so the caller
+    keeps the batch unacked and tries again; any other error is a row that the
+    database refused, found by splitting the batch and stored quarantined.
     """
     result = BatchResult(received=len(messages))
     now = timezone.now()
@@ -72,25 +75,42 @@ def store_batch(messages: list[InboundMessage]) -> BatchResult:
             _store([row for row, _ in rows.values()], result)
     except UNAVAILABLE:
         raise
-    except DatabaseError as exc:
-        # One bad row must not hold the queue: store row by row, and keep the
-        # ones the database refuses as quarantined raw messages.
-        logger.warning("batch insert failed (%s); storing row by row", exc)
+    except Exception as exc:
+        # One bad row must not hold the queue: split until it is found.
+        logger.warning("batch insert failed (%r); looking for the refused rows", exc)
         result = BatchResult(received=len(messages), duplicates=result.duplicates)
         with transaction.atomic():
-            for row, message in rows.values():
-                try:
-                    with transaction.atomic():
-                        _store([row], result)
-                except UNAVAILABLE:
-                    raise
-                except DatabaseError as row_exc:
-                    refused = _complete(
-                        quarantined(message, f"could not be stored: {row_exc}"), now
-                    )
-                    with transaction.atomic():
-                        _store([refused], result)
+            _store_halves(list(rows.values()), result, now)
     return result
+
+
+def _store_halves(
+    pairs: list[tuple[dict[str, Any], InboundMessage]], result: BatchResult, now: datetime
+) -> None:
+    """Store ``pairs`` half by half; a single row the database refuses is stored
+    quarantined instead, with its raw bytes and the database's reason."""
+    if len(pairs) > 1:
+        middle = len(pairs) // 2
+        for half in (pairs[:middle], pairs[middle:]):
+            try:
+                with transaction.atomic():
+                    _store([row for row, _ in half], result)
+            except UNAVAILABLE:
+                raise
+            except Exception:
+                _store_halves(half, result, now)
+        return
+    ((row, message),) = pairs
+    try:
+        with transaction.atomic():
+            _store([row], result)
+    except UNAVAILABLE:
+        raise
+    except Exception as exc:
+        logger.warning("a dead letter was refused by the database (%r); quarantined", exc)
+        refused = quarantined(message, f"could not be stored: {exc!r}")
+        with transaction.atomic():
+            _store([_complete(refused, now)], result)
 
 
 def _complete(row: dict[str, Any], now: datetime) -> dict[str, Any]:
@@ -105,12 +125,16 @@ SEARCH_TEXT_LIMIT = 512
 
 
 def search_text(row: dict[str, Any]) -> str:
-    """What the list's free-text search matches: task id, message, args, kwargs."""
+    """What the list's free-text search matches: task id, message, args, kwargs.
+
+    The arguments as a viewer reads them, redacted: a search must never match
+    a secret, or a viewer could guess it a character at a time.
+    """
     parts = [
         row.get("task_id", ""),
         (row.get("exception_message") or "")[:200],
-        json.dumps(row.get("args", []), ensure_ascii=False, separators=(",", ":"))[:300],
-        json.dumps(row.get("kwargs", {}), ensure_ascii=False, separators=(",", ":"))[:300],
+        json.dumps(redact(row.get("args", [])), ensure_ascii=False, separators=(",", ":"))[:300],
+        json.dumps(redact(row.get("kwargs", {})), ensure_ascii=False, separators=(",", ":"))[:300],
     ]
     return " ".join(parts).lower()[:SEARCH_TEXT_LIMIT]
 
@@ -118,10 +142,11 @@ def search_text(row: dict[str, Any]) -> str:
 def _store(rows: list[dict[str, Any]], result: BatchResult) -> None:
     _link_origins(rows)
     inserted = _insert_postgresql(rows) if connection.vendor == "postgresql" else _insert(rows)
+    count_received(inserted)
+    # Counted last: a statement that fails above leaves the result as it was.
     result.stored += len(inserted)
     result.duplicates += len(rows) - len(inserted)
     result.quarantined += sum(1 for row in inserted if row["kind"] == DeadLetter.Kind.QUARANTINED)
-    count_received(inserted)
 
 
 def _link_origins(rows: list[dict[str, Any]]) -> None:

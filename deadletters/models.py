@@ -61,6 +61,9 @@ class DeadLetter(models.Model):
     content_type = models.CharField(max_length=255, blank=True)
     raw_body = models.BinaryField(null=True, blank=True)
     quarantine_reason = models.TextField(blank=True)
+    # What ingestion had to change to store a readable message (a time no
+    # calendar holds, a lone surrogate); the message as it came is in raw_body.
+    ingest_notes = models.TextField(blank=True)
 
     # Lower-cased task id, message and arguments, for the list's free-text search
     # (a trigram index serves it on PostgreSQL).
@@ -81,13 +84,10 @@ class DeadLetter(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
     )
-    # Set by a bulk action. ``requeue_pending`` marked a row between a bulk
-    # claim and the broker's answer until the runner kept that on the action
-    # instead (``BulkAction.pending_ids``); it is still read after an upgrade.
+    # Set by a bulk action.
     bulk_action = models.ForeignKey(
         "BulkAction", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    requeue_pending = models.BooleanField(default=False)
     discarded_at = models.DateTimeField(null=True, blank=True)
     discarded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -112,6 +112,8 @@ class DeadLetter(models.Model):
         permissions = [
             ("requeue_deadletter", "Can requeue dead letters"),
             ("discard_deadletter", "Can discard dead letters"),
+            # The raw bytes of a message that could not be parsed, unredacted.
+            ("view_raw_deadletter", "Can read raw message bytes that cannot be redacted"),
         ]
 
     def __str__(self) -> str:

@@ -6,11 +6,15 @@ person reads (the page, the audit, a copy button) says ``[redacted]`` instead.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.conf import settings
 
 REDACTED = "[redacted]"
+# A raw message larger than this is not parsed for display (its bytes are
+# shown to those who may read them, as for anything that is not JSON).
+RAW_PARSE_LIMIT = 1_000_000
 
 
 def _sensitive(key: object, words: tuple[str, ...]) -> bool:
@@ -30,6 +34,20 @@ def redact(value: Any, words: tuple[str, ...] | None = None) -> Any:
     if isinstance(value, list):
         return [redact(item, words) for item in value]
     return value
+
+
+def redacted_raw(raw: bytes | memoryview | None) -> str | None:
+    """A raw message as anyone who may read dead letters may see it: parsed as
+    JSON (never as anything else) and redacted; None when it is not JSON, and so
+    cannot be redacted: its bytes are then for those with ``view_raw_deadletter``.
+    """
+    if not raw or len(raw) > RAW_PARSE_LIMIT:
+        return None
+    try:
+        value = json.loads(bytes(raw).decode("utf-8"))
+        return json.dumps(redact(value), indent=2, ensure_ascii=False)
+    except (ValueError, RecursionError):
+        return None
 
 
 def restore(edited: Any, original: Any) -> Any:

@@ -12,9 +12,12 @@ from django.db import connection
 from django.db.models import Q
 from django.db.models.expressions import RawSQL
 
-from deadletters.models import DeadLetterSearchQueue
-
 INDEX_BATCH = 5_000
+
+# The longest search the list accepts. A longer one is a paste gone wrong, not
+# a search; SQLite refuses LIKE patterns past 50,000 characters, and each extra
+# character is a trigram more for PostgreSQL to intersect.
+MAX_LENGTH = 200
 
 
 def uses_index() -> bool:
@@ -106,7 +109,3 @@ def index_all_pending() -> int:
         total += moved
         if moved < INDEX_BATCH:
             return total
-
-
-def pending_count() -> int:
-    return DeadLetterSearchQueue.objects.count() if uses_index() else 0

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import QuerySet, Sum
+from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from deadletters.models import DeadLetter, DeadLetterGroup, DeadLetterGroupHour, DeadLetterStats
 
 COUNT_CAP = 10_000
+# Columns that lists and the history never show: deferred, they stay in the database.
+BIG_COLUMNS = ("traceback", "raw_body", "args", "kwargs", "headers", "search_text")
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,15 @@ def count_matching(rows: QuerySet[DeadLetter]) -> Count:
     """Counts at most COUNT_CAP + 1 rows: never a COUNT(*) over the whole table."""
     n = rows.order_by().values("pk")[: COUNT_CAP + 1].count()
     return Count(min(n, COUNT_CAP), n <= COUNT_CAP)
+
+
+def last_page(rows: QuerySet[DeadLetter], *, per_page: int, before: int) -> int:
+    """The last page of ``rows`` that has any, for page ``before`` found past the end.
+
+    Counts at most the rows before that page: what its offset read already.
+    """
+    n = rows.order_by().values("pk")[: (before - 1) * per_page].count()
+    return max(1, -(-n // per_page))
 
 
 def open_total() -> int:
@@ -54,9 +67,117 @@ def hourly_counts(signatures: list[str], *, hours: int = 24) -> dict[str, list[i
     return series
 
 
-def top_open_group(since: datetime) -> DeadLetterGroup | None:
-    return (
-        DeadLetterGroup.objects.filter(open__gt=0, last_seen__gte=since)
-        .order_by("-open", "-last_seen")
-        .first()
+def recent_queues(now: datetime) -> set[str]:
+    """Queues of dead letters within the history window.
+
+    A DISTINCT over the whole table would read every row of an index that
+    grows without bound; the window keeps it to recent rows.
+    """
+    since = now - timedelta(hours=settings.MONITOR_HISTORY_HOURS)
+    rows = (
+        DeadLetter.objects.filter(failed_at__gte=since)
+        .exclude(queue="")
+        .order_by()
+        .values_list("queue", flat=True)
+        .distinct()
     )
+    return set(rows)
+
+
+def distinct_stats(field: str) -> list[str]:
+    """The known values of a counter column (task names, queues) for the filter's suggestions."""
+    values = DeadLetterStats.objects.order_by(field).values_list(field, flat=True).distinct()
+    return [v for v in values[:500] if v]
+
+
+def failure_groups(*, show_all: bool = False, task: str = "") -> QuerySet[DeadLetterGroup]:
+    """Groups with open dead letters first, then by the latest failure."""
+    rows = DeadLetterGroup.objects.order_by("-open", "-last_seen")
+    if not show_all:
+        rows = rows.filter(open__gt=0)
+    if task:
+        rows = rows.filter(task_name=task)
+    return rows
+
+
+# The SQL form of ``DeadLetter.requeue_blocker`` being empty, for an open row.
+REQUEUEABLE = Q(state=DeadLetter.State.OPEN, quarantine_reason="", lossy=False) & ~Q(task_name="")
+
+
+def attach_requeue_blockers(groups: Iterable[DeadLetterGroup]) -> None:
+    """Set ``requeue_blocker`` on each group of a page: why none of its open rows
+    can be requeued, or "" when one can. One query for the page: an EXISTS per
+    group stops at its first requeueable row."""
+    groups = list(groups)
+    requeueable = set(
+        DeadLetterGroup.objects.filter(signature__in=[g.signature for g in groups])
+        .filter(Exists(DeadLetter.objects.filter(REQUEUEABLE, signature=OuterRef("signature"))))
+        .values_list("signature", flat=True)
+    )
+    for group in groups:
+        if group.signature in requeueable:
+            blocker = ""
+        elif not group.task_name:
+            blocker = "These messages could not be read or name no task: they cannot run again."
+        else:
+            blocker = "Their arguments could not be kept as JSON: a requeue would not be faithful."
+        group.requeue_blocker = blocker  # type: ignore[attr-defined]
+
+
+def attach_series(groups: Iterable[DeadLetterGroup]) -> None:
+    """Set ``series`` on each group (one page of them): its last 24 hourly counts."""
+    groups = list(groups)
+    series = hourly_counts([group.signature for group in groups])
+    for group in groups:
+        group.series = series[group.signature]  # type: ignore[attr-defined]
+
+
+# Both directions of the chain in one statement. UNION (not UNION ALL) drops a
+# row found before, so a cycle in requeued_from ends the recursion instead of
+# looping: each CTE selects only columns that follow from the id.
+REQUEUE_CHAIN_SQL = f"""
+WITH RECURSIVE
+  earlier(id, origin) AS (
+    SELECT id, requeued_from_id FROM {DeadLetter._meta.db_table} WHERE id = %s
+    UNION
+    SELECT t.id, t.requeued_from_id FROM {DeadLetter._meta.db_table} t
+      JOIN earlier e ON t.id = e.origin
+  ),
+  later(id) AS (
+    SELECT id FROM {DeadLetter._meta.db_table} WHERE id = %s
+    UNION
+    SELECT t.id FROM {DeadLetter._meta.db_table} t JOIN later l ON t.requeued_from_id = l.id
+  )
+SELECT id FROM earlier UNION SELECT id FROM later
+"""  # noqa: S608 - our table name; the id is a parameter
+
+
+def requeue_chain(dead_letter: DeadLetter) -> list[DeadLetter]:
+    """This failure's chain across requeues, oldest first, itself included.
+
+    One query: the recursive CTE (SQLite and PostgreSQL) finds the ids, as a
+    subquery of the ORM fetch that reads the rows with who handled them. The
+    order is the chain's, followed from ``dead_letter`` both ways in Python
+    over the fetched rows; a cycle or a second follow-up of one row is walked
+    once, the follow-up with the lowest id first.
+    """
+    ids = RawSQL(REQUEUE_CHAIN_SQL, (dead_letter.pk, dead_letter.pk))  # noqa: S611 - values are parameters
+    related = DeadLetter.objects.select_related("requeued_by", "discarded_by")
+    rows = {row.pk: row for row in related.defer(*BIG_COLUMNS).filter(pk__in=ids).order_by("pk")}
+    rows[dead_letter.pk] = dead_letter
+    chain, seen = [dead_letter], {dead_letter.pk}
+    node = dead_letter
+    while node.requeued_from_id in rows and node.requeued_from_id not in seen:
+        node = rows[node.requeued_from_id]
+        seen.add(node.pk)
+        chain.insert(0, node)
+    later: dict[int, list[DeadLetter]] = {}
+    for row in rows.values():  # by id, so each list holds the lowest id first
+        if row.requeued_from_id is not None:
+            later.setdefault(row.requeued_from_id, []).append(row)
+    node = dead_letter
+    while nxt := next((r for r in later.get(node.pk, []) if r.pk not in seen), None):
+        seen.add(nxt.pk)
+        chain.append(nxt)
+        node = nxt
+    return chain

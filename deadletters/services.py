@@ -10,7 +10,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from dashboard import audit
-from dashboard.celery import BrokerUnavailable, publish_task
+from dashboard.broker import BrokerUnavailable
+from dashboard.broker.publish import publish_task
 from deadletters.aggregates import count_handled
 from deadletters.models import DeadLetter
 from deadletters.redact import redact
@@ -40,10 +41,6 @@ class AlreadyHandled(Exception):
 
 class NotRequeueable(Exception):
     pass
-
-
-def _user_id(user: User | None) -> Any:
-    return user.pk if user is not None and user.is_authenticated else None
 
 
 def requeue_message(dead_letter: DeadLetter, new_task_id: str) -> dict[str, Any]:
@@ -99,7 +96,7 @@ def deadletter_requeue(
             state=DeadLetter.State.REQUEUED,
             requeue_task_id=new_id,
             requeued_at=timezone.now(),
-            requeued_by_id=_user_id(user),
+            requeued_by_id=audit.user_id(user),
             **edits,
         )
         if not claimed:
@@ -128,7 +125,7 @@ def deadletter_discard(*, dead_letter: DeadLetter, user: User, reason: str = "")
         claimed = DeadLetter.objects.filter(pk=dead_letter.pk, state=DeadLetter.State.OPEN).update(
             state=DeadLetter.State.DISCARDED,
             discarded_at=timezone.now(),
-            discarded_by_id=_user_id(user),
+            discarded_by_id=audit.user_id(user),
         )
         dead_letter.refresh_from_db()
         if not claimed:

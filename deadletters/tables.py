@@ -5,7 +5,6 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
-from dashboard.models import AuditEvent
 from deadletters.models import DeadLetter
 
 
@@ -50,22 +49,30 @@ class DeadLetterTable(tables.Table):
         return format_html('<span class="badge badge-{}">{}</span>', value.lower(), value)
 
 
-class AuditTable(tables.Table):
-    at = tables.DateTimeColumn(format="Y-m-d H:i:s", verbose_name="When")
-    username = tables.Column(verbose_name="Who", default="system")
-    action = tables.Column()
-    target = tables.Column(empty_values=(), orderable=False, verbose_name="On")
-    count = tables.Column(verbose_name="How many")
-    reason = tables.Column()
+class GroupTable(tables.Table):
+    """Failure groups; rows need ``series`` (``selectors.attach_series``) for the chart."""
+
+    signature = tables.TemplateColumn(
+        template_name="deadletters/cells/group.html", verbose_name="Group"
+    )
+    open = tables.Column(verbose_name="Open", attrs={"td": {"class": "num"}})
+    total = tables.Column(verbose_name="Total", attrs={"td": {"class": "num"}})
+    first_seen = tables.TemplateColumn(
+        template_name="deadletters/cells/seen.html", verbose_name="First seen"
+    )
+    last_seen = tables.TemplateColumn(
+        template_name="deadletters/cells/seen.html", verbose_name="Last seen"
+    )
+    chart = tables.TemplateColumn(
+        template_name="deadletters/cells/group_chart.html", verbose_name="Last 24 h"
+    )
+    actions = tables.TemplateColumn(
+        template_name="deadletters/cells/group_actions.html",
+        verbose_name="",
+        attrs={"td": {"class": "group-actions"}},
+    )
 
     class Meta:
-        model = AuditEvent
-        fields = ("at", "username", "action", "target", "count", "reason")
-        attrs = {"class": "table"}
-
-    def render_target(self, record: AuditEvent) -> str:
-        if record.target_filter:
-            return f"filter {record.target_filter}"
-        ids = ", ".join(record.target_ids[:10])
-        more = f" and {len(record.target_ids) - 10} more" if len(record.target_ids) > 10 else ""
-        return f"{record.target_type} {ids}{more}".strip()
+        attrs = {"class": "table", "id": "group-table"}
+        # The selector's order: open groups first, on the index (-open, -last_seen).
+        orderable = False

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from demo.workers import worker_command
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("DATA_DIR", ROOT / "var"))
 
@@ -50,7 +52,7 @@ def main() -> None:
     options = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
-    from dashboard.embedded_redis import EmbeddedRedis
+    from demo.embedded_redis import EmbeddedRedis
 
     DATA.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1", DATA_DIR=str(DATA))
@@ -75,24 +77,7 @@ def main() -> None:
             "--noreload",
         ],
         "monitor": [sys.executable, "manage.py", "monitor"],
-        "worker": [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "demo.celery_app",
-            "worker",
-            "-P",
-            "prefork",
-            "-c",
-            "2",
-            "-Q",
-            "default,emails,reports",
-            "-n",
-            "demo@%h",
-            "--loglevel",
-            "WARNING",
-        ],
+        "worker": worker_command("demo", loglevel="WARNING", quiet=False),
         "producer": [sys.executable, "-m", "demo.producer", str(options.interval)],
     }
     processes = {name: subprocess.Popen(cmd, env=env, cwd=ROOT) for name, cmd in commands.items()}

@@ -85,3 +85,11 @@ def charge_invoice(self: Task, invoice_id: int, amount_cents: int) -> str:
 def flaky_sum(numbers: list[int]) -> int:
     """Succeeds; present so that requeue-from-the-browser has a happy path."""
     return sum(numbers)
+
+
+@app.task
+def import_upload(directory: str) -> None:
+    """Fails on a file name that is not valid UTF-8, as ``os.listdir`` hands it over:
+    the exception message holds a lone surrogate, which no database stores."""
+    name = os.fsdecode(b"upload-\xff.csv")
+    raise FileNotFoundError(f"cannot open {directory}/{name}")

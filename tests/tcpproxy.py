@@ -6,7 +6,7 @@ import contextlib
 import socket
 import threading
 
-from dashboard.embedded_redis import free_port
+from demo.embedded_redis import free_port
 
 
 class TcpProxy:

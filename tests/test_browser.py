@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from deadletters.models import BulkAction, DeadLetter
-from tests.conftest import (
+from tests.helpers import (
     ROOT,
     make_dead_letter,
     make_dead_letters,

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import time
 import uuid
 from typing import Any
 
 import pytest
 import redis
 from celery.signals import before_task_publish
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
@@ -20,22 +18,20 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from dashboard import celery as site_celery
+from dashboard.broker import publish as site_publish
 from dashboard.broker import redis_priority_keys
-from dashboard.embedded_redis import EmbeddedRedis
 from dashboard.models import AuditEvent
-from deadletters import bulk
+from deadletters import bulk, bulk_runner
 from deadletters.models import BulkAction, DeadLetter, DeadLetterGroup, DeadLetterStats
 from deadletters.services import deadletter_discard, deadletter_requeue
-from tests.conftest import (
-    ROOT,
+from demo.embedded_redis import EmbeddedRedis
+from tests.helpers import (
     make_dead_letter,
     make_dead_letters,
     make_user,
-    subprocess_env,
+    start_monitor,
     wait_until,
 )
-from tests.testenv import DATA_DIR
 
 pytestmark = pytest.mark.django_db
 
@@ -62,7 +58,7 @@ def test_requeue_all_matching_a_filter(
     assert action.total == 30
     assert action.filter_description == f"queue {TARGET!r}"
 
-    action = bulk.run(action)
+    action = bulk_runner.run(action)
     assert action.state == BulkAction.State.DONE
     assert (action.done, action.skipped, action.failed, action.unconfirmed) == (30, 0, 0, 0)
     requeued = DeadLetter.objects.filter(pk__in=[r.pk for r in rows])
@@ -87,7 +83,7 @@ def test_requeue_only_the_ticked_rows(operator_client: Client, broker: redis.Red
     rows = make_dead_letters(5, queue=TARGET)
     action = ask(operator_client, action="requeue", scope="selected", reason="these",
                  ids=[rows[0].pk, rows[3].pk])  # fmt: skip
-    bulk.run(action)
+    bulk_runner.run(action)
     assert sorted(DeadLetter.objects.filter(state="requeued").values_list("pk", flat=True)) == [
         rows[0].pk, rows[3].pk,
     ]  # fmt: skip
@@ -134,7 +130,7 @@ def test_rows_handled_by_someone_else_meanwhile_are_skipped(
     someone = make_user("sam", group="Operator")
     for row in rows[:2]:
         deadletter_discard(dead_letter=row, user=someone)
-    action = bulk.run(action)
+    action = bulk_runner.run(action)
     assert (action.done, action.skipped) == (8, 2)
     assert len(published_ids(broker)) == 8
 
@@ -146,7 +142,7 @@ def test_failures_that_arrive_after_the_click_are_not_swept_in(
     action = ask(operator_client, action="requeue", scope="filter", reason="r",
                  filter_query=f"queue={TARGET}")  # fmt: skip
     (late,) = make_dead_letters(1, queue=TARGET)
-    action = bulk.run(action)
+    action = bulk_runner.run(action)
     assert action.done == 3
     late.refresh_from_db()
     assert late.state == DeadLetter.State.OPEN
@@ -156,7 +152,7 @@ def test_discard_all_of_a_group(operator_client: Client) -> None:
     rows = make_dead_letters(4)
     action = ask(operator_client, action="discard", scope="filter", reason="known noise",
                  filter_query=f"signature={rows[0].signature}&state=open")  # fmt: skip
-    action = bulk.run(action)
+    action = bulk_runner.run(action)
     assert action.done == 4
     assert DeadLetterGroup.objects.get(signature=rows[0].signature).open == 0
     assert DeadLetterStats.objects.get().discarded_total == 4
@@ -170,7 +166,7 @@ def test_with_the_broker_down_the_rest_stays_open_and_counts_as_failed(
                  filter_query=f"queue={TARGET}")  # fmt: skip
     redis_server.stop()
     try:
-        action = bulk.run(action)
+        action = bulk_runner.run(action)
     finally:
         redis_server.start()
     assert action.state == BulkAction.State.FAILED
@@ -196,16 +192,16 @@ def on_publishing(number: int, then: Any) -> Any:
 def test_a_broker_lost_mid_chunk_gives_back_exactly_the_rows_it_was_never_handed(
     operator_client: Client, broker: redis.Redis, redis_server: EmbeddedRedis
 ) -> None:
-    pipeline = site_celery.PIPELINE
+    pipeline = site_publish.PIPELINE
     rows = make_dead_letters(2 * pipeline + 50, queue=TARGET)
-    assert len(rows) <= bulk.CHUNK
+    assert len(rows) <= settings.DEADLETTERS_BULK_CHUNK
     action = ask(operator_client, action="requeue", scope="filter", reason="r",
                  filter_query=f"queue={TARGET}")  # fmt: skip
     # The first pipeline has gone out; the broker stops while the second fills.
     receiver = on_publishing(pipeline + pipeline // 2, redis_server.stop)
     before_task_publish.connect(receiver)
     try:
-        action = bulk.run(action)
+        action = bulk_runner.run(action)
     finally:
         before_task_publish.disconnect(receiver)
         redis_server.start()
@@ -233,7 +229,7 @@ def test_a_pipeline_the_broker_never_answers_is_unconfirmed_not_given_back(
 ) -> None:
     """Redis holds the second pipeline's writes past the client's socket timeout:
     they may or may not be queued, so those rows are not offered again."""
-    pipeline = site_celery.PIPELINE
+    pipeline = site_publish.PIPELINE
     rows = make_dead_letters(2 * pipeline + 50, queue=TARGET)
     action = ask(operator_client, action="requeue", scope="filter", reason="r",
                  filter_query=f"queue={TARGET}")  # fmt: skip
@@ -241,7 +237,7 @@ def test_a_pipeline_the_broker_never_answers_is_unconfirmed_not_given_back(
     receiver = on_publishing(pipeline + 1, lambda: broker.client_pause(20_000, all=False))
     before_task_publish.connect(receiver)
     try:
-        action = bulk.run(action)
+        action = bulk_runner.run(action)
     finally:
         before_task_publish.disconnect(receiver)
         broker.client_unpause()
@@ -259,18 +255,18 @@ def test_a_pipeline_the_broker_never_answers_is_unconfirmed_not_given_back(
     assert DeadLetterStats.objects.get(queue=TARGET).open == 50
 
 
-def claimed_before_a_crash(action: BulkAction, rows: list[DeadLetter], **flags: Any) -> None:
+def claimed_before_a_crash(action: BulkAction, rows: list[DeadLetter]) -> None:
     """What a claim commit leaves: the rows requeued by the action, new task ids."""
     for row in rows:
         DeadLetter.objects.filter(pk=row.pk).update(
             state=DeadLetter.State.REQUEUED, requeue_task_id=str(uuid.uuid4()),
-            requeued_at=timezone.now(), bulk_action=action, **flags,
+            requeued_at=timezone.now(), bulk_action=action,
         )  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("left", "unconfirmed"),
-    [("handed to the broker", 3), ("claimed, not handed yet", 0), ("flagged one by one", 3)],
+    [("handed to the broker", 3), ("claimed, not handed yet", 0)],
 )
 def test_a_run_resumes_after_a_crash_between_claim_and_confirmation(
     operator_client: Client, broker: redis.Redis, left: str, unconfirmed: int
@@ -285,23 +281,18 @@ def test_a_run_resumes_after_a_crash_between_claim_and_confirmation(
     if left == "handed to the broker":
         claimed_before_a_crash(action, crashed)
         progress["pending_ids"] = ids
-    elif left == "claimed, not handed yet":
+    else:
         claimed_before_a_crash(action, crashed)
         progress["claimed_ids"] = ids
-    else:
-        # A runner before ``pending_ids`` flagged each row and kept the cursor before them.
-        claimed_before_a_crash(action, crashed, requeue_pending=True)
-        progress = {}
     BulkAction.objects.filter(pk=action.pk).update(state=BulkAction.State.RUNNING, **progress)
     action.refresh_from_db()
 
-    action = bulk.run(action)
+    action = bulk_runner.run(action)
     assert (action.done, action.unconfirmed, action.skipped, action.failed) == (
         6 - unconfirmed, unconfirmed, 0, 0,
     )  # fmt: skip
     assert action.pending_ids is None
     assert action.claimed_ids is None
-    assert not DeadLetter.objects.filter(requeue_pending=True).exists()
     published = DeadLetter.objects.filter(pk__in=[r.pk for r in rows[unconfirmed:]])
     assert sorted(published_ids(broker)) == sorted(
         published.values_list("requeue_task_id", flat=True)
@@ -313,7 +304,7 @@ def test_a_run_resumes_after_a_crash_between_claim_and_confirmation(
 def test_across_many_chunks_each_row_is_counted_and_published_once(
     operator_client: Client, broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bulk, "CHUNK", 4)
+    monkeypatch.setattr(settings, "DEADLETTERS_BULK_CHUNK", 4)
     rows = make_dead_letters(30, queue=TARGET)
     make_dead_letter(queue=TARGET, args=["a\x00b"])  # stored lossy: cannot be requeued
     action = ask(operator_client, action="requeue", scope="filter", reason="r",
@@ -321,7 +312,7 @@ def test_across_many_chunks_each_row_is_counted_and_published_once(
     someone = make_user("sam", group="Operator")
     for row in rows[4:8]:  # a whole chunk, handled meanwhile
         deadletter_discard(dead_letter=row, user=someone)
-    action = bulk.run(action)
+    action = bulk_runner.run(action)
     assert action.state == BulkAction.State.DONE
     assert (action.done, action.skipped, action.failed, action.unconfirmed) == (26, 4, 1, 0)
     ids = published_ids(broker)
@@ -338,13 +329,13 @@ def test_with_the_broker_down_the_chunk_claimed_meanwhile_is_given_back_too(
     redis_server: EmbeddedRedis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(bulk, "CHUNK", 20)
+    monkeypatch.setattr(settings, "DEADLETTERS_BULK_CHUNK", 20)
     make_dead_letters(50, queue=TARGET)
     action = ask(operator_client, action="requeue", scope="filter", reason="r",
                  filter_query=f"queue={TARGET}")  # fmt: skip
     redis_server.stop()
     try:
-        action = bulk.run(action)
+        action = bulk_runner.run(action)
     finally:
         redis_server.start()
     assert action.state == BulkAction.State.FAILED
@@ -364,7 +355,7 @@ def test_a_bulk_requeue_publishes_what_a_single_requeue_publishes(
         headers={"x_sent_at": 1.0, "x_queue": TARGET, "tenant": "acme"},
     )  # fmt: skip
     deadletter_requeue(dead_letter=single, user=operator)
-    bulk.run(ask(operator_client, action="requeue", scope="selected", reason="r",
+    bulk_runner.run(ask(operator_client, action="requeue", scope="selected", reason="r",
                  ids=[bulked.pk]))  # fmt: skip
     single.refresh_from_db()
     bulked.refresh_from_db()
@@ -394,7 +385,7 @@ def test_a_chunk_costs_the_same_queries_whatever_its_size(
         action = ask(operator_client, action="requeue", scope="selected", reason="r",
                      ids=[r.pk for r in rows])  # fmt: skip
         with CaptureQueriesContext(connection) as captured:
-            assert bulk.run(action).done == count
+            assert bulk_runner.run(action).done == count
         return len(captured.captured_queries)
 
     assert queries(2) == queries(40)
@@ -416,7 +407,7 @@ def test_the_progress_page_polls_until_done(operator_client: Client, broker: red
                  filter_query=f"queue={TARGET}")  # fmt: skip
     page = operator_client.get(action.get_absolute_url()).content.decode()
     assert "<html" in page and "data-poll-while-visible" in page
-    bulk.run(action)
+    bulk_runner.run(action)
     fragment = operator_client.get(action.get_absolute_url(), HTTP_HX_REQUEST="true")
     html = fragment.content.decode()
     assert "<html" not in html
@@ -435,22 +426,23 @@ def test_a_monitor_killed_mid_requeue_resumes_without_publishing_twice(
         user=operator, action="requeue", reason="r", filter_query=f"queue={TARGET}"
     )
 
-    def monitor() -> subprocess.Popen[bytes]:
-        log = (DATA_DIR / f"monitor-bulk-{time.monotonic_ns()}.log").open("wb")
-        return subprocess.Popen(
-            [sys.executable, "manage.py", "monitor"],
-            cwd=ROOT, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    # Small chunks: the run takes hundreds of them, so the kill lands while it goes on.
+    chunk = {"DEADLETTERS_BULK_CHUNK": "10"}
 
-    first = monitor()
+    def some_done_but_not_all() -> bool:
+        row = BulkAction.objects.get(pk=action.pk)
+        assert not row.is_finished, "the run ended before the monitor could be killed"
+        return row.done > 0
+
+    first, _ = start_monitor(**chunk)
     try:
-        wait_until(lambda: BulkAction.objects.get(pk=action.pk).done >= 500, timeout=120)
+        wait_until(some_done_but_not_all, timeout=120, interval=0.02)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
     assert BulkAction.objects.get(pk=action.pk).state == BulkAction.State.RUNNING
 
-    second = monitor()
+    second, _ = start_monitor(**chunk)
     try:
         wait_until(lambda: BulkAction.objects.get(pk=action.pk).is_finished, timeout=180)
     finally:
@@ -467,4 +459,22 @@ def test_a_monitor_killed_mid_requeue_resumes_without_publishing_twice(
     )
     assert set(ids) <= requeued
     assert len(requeued) == 3_000
-    assert not DeadLetter.objects.filter(requeue_pending=True).exists()
+
+
+def test_a_stored_action_with_a_filter_the_list_refuses_fails_and_holds_up_nothing(
+    operator_client: Client, broker: redis.Redis
+) -> None:
+    make_dead_letters(3, queue=TARGET)
+    broken = BulkAction.objects.create(
+        action="discard", reason="r", filter_query="until=2000-13-01", max_id=10**6, total=0
+    )
+    following = ask(operator_client, action="discard", scope="filter", reason="r",
+                    filter_query=f"queue={TARGET}")  # fmt: skip
+    bulk_runner.run_pending()
+    broken.refresh_from_db()
+    assert broken.state == BulkAction.State.FAILED
+    assert "invalid filter" in broken.last_error
+    bulk_runner.run_pending()
+    following.refresh_from_db()
+    assert following.state == BulkAction.State.DONE
+    assert following.done == 3

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from deadletters.models import DeadLetter
-from tests.conftest import WorkerProcess, ingest, ingest_until, publish_raw
+from tests.helpers import WorkerProcess, ingest, ingest_until, publish_raw
 
 pytestmark = pytest.mark.django_db
 

@@ -24,7 +24,7 @@ import yaml
 from django.core.management import get_commands, load_command_class
 from django.urls import resolve
 
-from tests.conftest import ROOT, need
+from tests.helpers import ROOT, need
 
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -127,6 +127,18 @@ def test_the_web_health_check_asks_a_real_endpoint() -> None:
     compile(test[3], "<healthcheck>", "exec")
     (url,) = re.findall(r"http://localhost:8000(/\w+)", test[3])
     assert resolve(url).url_name == "healthz"
+
+
+def test_the_monitor_health_check_is_its_liveness_check() -> None:
+    monitor = compose()["services"]["monitor"]
+    assert monitor["healthcheck"]["test"] == ["CMD", "python", "manage.py", "monitor", "--check"]
+    # The image's user may not write /app: the heartbeat must live where it can.
+    assert monitor["environment"]["MONITOR_HEARTBEAT_FILE"].startswith("/tmp/")
+    # The rest of the configuration is the web's.
+    assert (
+        monitor["environment"]["DATABASE_URL"]
+        == compose()["services"]["web"]["environment"]["DATABASE_URL"]
+    )
 
 
 def test_migrations_run_before_the_web_and_the_monitors_start() -> None:
@@ -306,7 +318,7 @@ import django
 django.setup()
 for package in ("dashboard", "deadletters", "metrics", "demo"):
     for info in pkgutil.walk_packages([package], package + "."):
-        if info.name in ("dashboard.embedded_redis", "demo.run"):
+        if info.name in ("demo.embedded_redis", "demo.run"):
             continue  # the demo and the tests' Redis: dev.py only
         importlib.import_module(info.name)
 import dashboard.wsgi, demo.celery_app, demo.producer

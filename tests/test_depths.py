@@ -11,9 +11,9 @@ import pytest
 import redis
 from kombu import Connection, Exchange, Queue
 
-from dashboard.depths import RedisDepths, is_plumbing
-from dashboard.embedded_redis import EmbeddedRedis
-from tests.conftest import WorkerProcess
+from dashboard.broker.depths import RedisDepths, is_plumbing
+from demo.embedded_redis import EmbeddedRedis
+from tests.helpers import WorkerProcess
 
 
 @pytest.fixture

@@ -1,22 +1,18 @@
-"""Edit before requeue, redaction for display and audit, the audit page, retention."""
+"""Edit before requeue, and redaction for display and for the audit."""
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 import pytest
 import redis
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
 
 from dashboard.models import AuditEvent
-from deadletters.models import DeadLetter, DeadLetterStats
+from deadletters.models import DeadLetter
 from deadletters.redact import REDACTED, redact, restore
-from deadletters.retention import prune
-from deadletters.services import deadletter_discard
-from tests.conftest import make_dead_letter, make_dead_letters
+from tests.helpers import make_dead_letter
 
 pytestmark = pytest.mark.django_db
 
@@ -114,47 +110,3 @@ def test_invalid_json_is_explained_next_to_the_field(
 def test_a_viewer_cannot_edit(viewer_client: Client) -> None:
     row = make_dead_letter()
     assert viewer_client.get(reverse("deadletters:edit", args=[row.pk])).status_code == 403
-
-
-def test_every_action_is_in_the_audit_and_the_audit_page_filters(
-    operator_client: Client, viewer_client: Client, broker: redis.Redis
-) -> None:
-    first, second = make_dead_letters(2, queue="requeue-target")
-    operator_client.post(reverse("deadletters:requeue", args=[first.pk]))
-    operator_client.post(reverse("deadletters:discard", args=[second.pk]))
-    actions = list(
-        AuditEvent.objects.order_by("id").values_list("action", "username", "target_ids")
-    )
-    assert actions == [
-        ("requeue", "olivia", [str(first.pk)]),
-        ("discard", "olivia", [str(second.pk)]),
-    ]
-    page = viewer_client.get(reverse("audit") + "?action=discard").content.decode()
-    assert "discard" in page and "requeue</td>" not in page
-    fragment = viewer_client.get(reverse("audit"), HTTP_HX_REQUEST="true").content.decode()
-    assert "<html" not in fragment and 'id="events"' in fragment
-
-
-def test_retention_prunes_old_handled_rows_and_never_open_ones() -> None:
-    old_open, old_done, recent_done = make_dead_letters(3)
-    for row in (old_done, recent_done):
-        deadletter_discard(dead_letter=row, user=None)  # type: ignore[arg-type]
-    DeadLetter.objects.filter(pk=old_done.pk).update(
-        discarded_at=timezone.now() - timedelta(days=31)
-    )
-    DeadLetter.objects.filter(pk=old_open.pk).update(failed_at=timezone.now() - timedelta(days=90))
-    assert prune() == 1
-    assert set(DeadLetter.objects.values_list("pk", flat=True)) == {old_open.pk, recent_done.pk}
-    stats = DeadLetterStats.objects.get()
-    assert (stats.received_total, stats.discarded_total, stats.open) == (3, 2, 1)
-
-
-def test_a_cap_on_open_rows_shows_a_banner_and_drops_nothing(
-    operator_client: Client, settings: object
-) -> None:
-    settings.DEADLETTERS_MAX_OPEN = 3  # type: ignore[attr-defined]
-    make_dead_letters(2)
-    assert "cap of 3 open" not in operator_client.get("/").content.decode()
-    make_dead_letters(2)
-    assert DeadLetter.objects.count() == 4
-    assert "cap of 3 open dead letters is reached" in operator_client.get("/").content.decode()

@@ -8,10 +8,10 @@ import pickle
 import pytest
 import redis
 
-from dashboard.embedded_redis import EmbeddedRedis
 from deadletters.envelope import normalise_message, signature
 from deadletters.models import DeadLetter
-from tests.conftest import (
+from demo.embedded_redis import EmbeddedRedis
+from tests.helpers import (
     dead_letter_queue_length,
     ingest,
     make_envelope,

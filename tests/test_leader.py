@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import redis
 
-from dashboard.leader import DatabaseLease, Lease, RedisLease, open_lease
 from dashboard.models import CollectorStatus, MonitorLeader
-from dashboard.scheduler import Job, Scheduler
-from tests.conftest import start_monitor, wait_until
+from dashboard.monitor.leader import DatabaseLease, Lease, RedisLease, open_lease
+from dashboard.monitor.scheduler import Job, Scheduler
+from tests.helpers import start_monitor, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,21 +60,38 @@ def test_a_released_lease_is_free_at_once(lease_kind: str) -> None:
     assert second.acquire()
 
 
-def test_only_the_leading_scheduler_runs_the_jobs(lease_kind: str) -> None:
+def count_tries(lease: Lease, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Each try of ``lease`` to take (or renew) the lease, as it turned out."""
+    tries: list[bool] = []
+    acquire = lease.acquire
+
+    def counted() -> bool:
+        held = acquire()
+        tries.append(held)
+        return held
+
+    monkeypatch.setattr(lease, "acquire", counted)
+    return tries
+
+
+def test_only_the_leading_scheduler_runs_the_jobs(
+    lease_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     runs: dict[str, int] = {"a": 0, "b": 0}
     stops = {"a": threading.Event(), "b": threading.Event()}
+    leases = {name: make_lease(lease_kind, name) for name in ("a", "b")}
+    b_tries = count_tries(leases["b"], monkeypatch)
 
     def job(name: str) -> Job:
         return Job("sample", 0.05, lambda: runs.__setitem__(name, runs[name] + 1))
 
     schedulers = {
-        name: Scheduler([job(name)], stops[name], lease=make_lease(lease_kind, name))
-        for name in ("a", "b")
+        name: Scheduler([job(name)], stops[name], lease=leases[name]) for name in ("a", "b")
     }
     schedulers["a"].start()
     wait_until(lambda: runs["a"] >= 3, timeout=10)
     schedulers["b"].start()
-    time.sleep(LEASE_SECONDS)  # b tries several times meanwhile
+    wait_until(lambda: len(b_tries) >= 3, timeout=LEASE_SECONDS * 5)  # b tries several times
     assert runs["b"] == 0
     assert schedulers["a"].leading
     assert not schedulers["b"].leading
@@ -111,9 +128,14 @@ def test_another_monitor_takes_over_when_the_leader_is_killed(lease_kind: str) -
         first = wait_until(leader_pid, timeout=30)
         assert first in by_pid
         # Both run; for several renewals the lead stays where it is.
-        for _ in range(3 * LEASE_SECONDS):
-            time.sleep(0.5)
+        renewals: set[object] = set()
+
+        def renewed_again() -> bool:
             assert leader_pid() == first
+            renewals.add(MonitorLeader.objects.get(name="monitor").renewed_at)
+            return len(renewals) > 3
+
+        wait_until(renewed_again, timeout=LEASE_SECONDS * 10)
         assert all(process.poll() is None for process in monitors)
 
         leader = by_pid.pop(first)

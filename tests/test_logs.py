@@ -16,9 +16,9 @@ import redis
 from django.test import Client
 from django.urls import reverse
 
-from dashboard.embedded_redis import EmbeddedRedis, free_port
 from dashboard.logs import ContextFilter, JsonFormatter, PlainFormatter
-from tests.conftest import (
+from demo.embedded_redis import EmbeddedRedis, free_port
+from tests.helpers import (
     ROOT,
     make_dead_letter,
     make_envelope,

@@ -14,11 +14,11 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from kombu import Connection, Exchange, Queue
 
-from dashboard.embedded_redis import EmbeddedRedis
 from dashboard.models import WorkerSnapshot
-from dashboard.sampling import BrokerSampler
+from dashboard.monitor.jobs import broker_sampler
 from deadletters.services import deadletter_discard, deadletter_requeue
-from tests.conftest import ROOT, make_dead_letters, need
+from demo.embedded_redis import EmbeddedRedis
+from tests.helpers import ROOT, make_dead_letters, need
 
 pytestmark = pytest.mark.django_db
 
@@ -94,7 +94,7 @@ def test_queue_length_counts_every_priority_list(
     in_redis = sum(int(broker.llen(key)) for key in broker.scan_iter(match="prio*")
                    if broker.type(key) == b"list")  # fmt: skip
     assert in_redis == 5
-    BrokerSampler()()
+    broker_sampler()()
     text = scrape(scraper)
     assert value(text, 'celery_queue_length{queue="prio"}') == 5
     assert value(text, 'celery_queue_oldest_message_age_seconds{queue="prio"}') is not None
@@ -106,7 +106,7 @@ def test_an_unknown_age_is_absent_not_zero(
 ) -> None:
     settings.MONITOR_QUEUES = ["unstamped"]
     publish(redis_server.url, "unstamped", stamped=False)
-    BrokerSampler()()
+    broker_sampler()()
     text = scrape(scraper)
     assert value(text, 'celery_queue_length{queue="unstamped"}') == 1
     assert 'celery_queue_oldest_message_age_seconds{queue="unstamped"}' not in text
@@ -160,7 +160,7 @@ def test_a_scrape_reads_stored_state_only(
     settings.MONITOR_QUEUES = ["steady"]
     publish(redis_server.url, "steady")
     make_dead_letters(2)
-    BrokerSampler()()
+    broker_sampler()()
     before = scrape(scraper)
     redis_server.stop()  # no broker round trip: the scrape does not notice
     try:
@@ -180,7 +180,7 @@ def test_promtool_accepts_the_output(scraper: Client, redis_server: EmbeddedRedi
     promtool = shutil.which("promtool")
     need(promtool is not None, "promtool is not installed here (apt-get install prometheus)")
     make_dead_letters(2)
-    BrokerSampler()()
+    broker_sampler()()
     result = subprocess.run([str(promtool), "check", "metrics"], input=scrape(scraper),
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

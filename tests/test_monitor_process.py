@@ -8,9 +8,9 @@ import time
 import pytest
 import redis
 
-from dashboard.embedded_redis import EmbeddedRedis
 from deadletters.models import DeadLetter
-from tests.conftest import (
+from demo.embedded_redis import EmbeddedRedis
+from tests.helpers import (
     dead_letter_queue_length,
     make_envelope,
     publish_envelope,

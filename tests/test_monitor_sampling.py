@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -15,14 +14,20 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from dashboard.embedded_redis import EmbeddedRedis
 from dashboard.models import CollectorStatus, QueueSnapshot, WorkerSnapshot
-from tests.conftest import ROOT, WorkerProcess, make_user, subprocess_env, wait_until
+from demo.embedded_redis import EmbeddedRedis
+from tests.helpers import (
+    ROOT,
+    SESSION_WORKER,
+    WorkerProcess,
+    make_user,
+    subprocess_env,
+    wait_until,
+)
 from tests.testenv import DATA_DIR
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SESSION_WORKER = f"tests@{socket.gethostname()}"
 PAGES = ("/", "/queues/", "/workers/", "/deadletters/")
 
 

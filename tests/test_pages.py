@@ -9,7 +9,7 @@ from django.test import Client
 from django.urls import reverse
 
 from deadletters.models import DeadLetter
-from tests.conftest import make_dead_letter
+from tests.helpers import make_dead_letter
 
 pytestmark = pytest.mark.django_db
 
@@ -152,7 +152,7 @@ def test_the_list_does_not_query_once_per_row(operator_client: Client) -> None:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from tests.conftest import make_dead_letters
+    from tests.helpers import make_dead_letters
 
     make_dead_letters(3)
     with CaptureQueriesContext(connection) as few:

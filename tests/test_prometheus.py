@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
-from dashboard.embedded_redis import EmbeddedRedis, free_port
-from dashboard.sampling import BrokerSampler
-from tests.conftest import need, wait_until
+from dashboard.monitor.jobs import broker_sampler
+from demo.embedded_redis import EmbeddedRedis, free_port
+from tests.helpers import need, wait_until
 from tests.test_metrics import TOKEN, publish
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -34,7 +34,7 @@ def test_prometheus_sees_the_depth_that_redis_holds(
     depth = sum(int(broker.llen(key)) for key in broker.scan_iter(match="prio-scraped*")
                 if broker.type(key) == b"list")  # fmt: skip
     assert depth == 4
-    BrokerSampler()()
+    broker_sampler()()
 
     target = urlsplit(live_server.url).netloc
     (tmp_path / "token").write_text(TOKEN)

@@ -1,8 +1,11 @@
-"""Queue and worker controls against the real worker: each audited, Operators only."""
+"""Queue controls against the real worker (pause, resume, purge), and what every
+control shares: Operators only, POST with CSRF, audited, a 503 with the broker down.
+
+The worker controls (pool, autoscale, revoke) are in test_worker_controls.
+"""
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 
@@ -12,16 +15,14 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from dashboard import control
-from dashboard.embedded_redis import EmbeddedRedis
+from dashboard.broker import control
 from dashboard.models import AuditEvent, QueuePause, WorkerSnapshot
-from dashboard.sampling import BrokerSampler, WorkerSampler
-from tests.conftest import WorkerProcess, sample_until, start_worker, stop_worker, wait_until
+from dashboard.monitor.jobs import broker_sampler
+from dashboard.queues.sampling import WorkerSampler
+from demo.embedded_redis import EmbeddedRedis
+from tests.helpers import SESSION_WORKER, sample_until
 
 pytestmark = pytest.mark.django_db
-
-HOST = socket.gethostname()
-SESSION_WORKER = f"tests@{HOST}"
 
 
 def redis_depth(client: redis.Redis, queue: str) -> int:
@@ -30,19 +31,6 @@ def redis_depth(client: redis.Redis, queue: str) -> int:
         for key in client.scan_iter(match=f"{queue}*")
         if client.type(key) == b"list"
     )
-
-
-@pytest.fixture
-def sampled(broker: redis.Redis, worker: WorkerProcess) -> WorkerSampler:
-    """The session worker, known to the dashboard as the monitor would know it."""
-    sampler = WorkerSampler()
-    sample_until(
-        sampler,
-        lambda: WorkerSnapshot.objects.filter(hostname=SESSION_WORKER).exists(),
-        timeout=30,
-    )
-    BrokerSampler()()
-    return sampler
 
 
 def test_a_paused_queue_is_not_consumed_until_it_is_resumed(
@@ -55,7 +43,7 @@ def test_a_paused_queue_is_not_consumed_until_it_is_resumed(
     )
     try:
         assert response.status_code == 200
-        assert response["HX-Trigger"] == "ops-control"
+        assert response["HX-Trigger"] == "ops-changed"
         text = response.content.decode()
         assert "<html" not in text
         assert f"Paused reports: 1 worker replied; ok: {SESSION_WORKER}" in text
@@ -116,7 +104,7 @@ def test_purge_needs_the_queue_name_typed(
 
     for priority in (0, 4, 9, 9):
         tasks.add.apply_async((1, 2), queue=purge_queue, priority=priority)
-    BrokerSampler()()
+    broker_sampler()()
     url = reverse("queue_purge", args=[purge_queue])
     page = operator_client.get(url).content.decode()
     assert f"Type <code>{purge_queue}</code> to confirm" in page
@@ -132,7 +120,7 @@ def test_purge_needs_the_queue_name_typed(
 
     response = operator_client.post(url, {"confirm": purge_queue}, HTTP_HX_REQUEST="true")
     assert response.status_code == 200
-    assert response["HX-Trigger"] == "ops-control"
+    assert response["HX-Trigger"] == "ops-changed"
     assert f"Purged 4 messages from {purge_queue}." in response.content.decode()
     assert redis_depth(broker, purge_queue) == 0
     event = AuditEvent.objects.get(action="queue_purge")
@@ -141,104 +129,6 @@ def test_purge_needs_the_queue_name_typed(
 
 def test_purge_of_an_unknown_queue_is_404(operator_client: Client) -> None:
     assert operator_client.get(reverse("queue_purge", args=["nope"])).status_code == 404
-
-
-def test_the_pool_grows_and_shrinks(operator_client: Client, sampled: WorkerSampler) -> None:
-    url = reverse("worker_pool", args=[SESSION_WORKER])
-    response = operator_client.post(url, {"action": "grow", "n": "1"}, HTTP_HX_REQUEST="true")
-    try:
-        assert response.status_code == 200
-        assert f"1 worker replied; {SESSION_WORKER}: pool will grow" in response.content.decode()
-        sample_until(
-            sampled, lambda: WorkerSnapshot.objects.get(hostname=SESSION_WORKER).concurrency == 3
-        )
-    finally:
-        response = operator_client.post(url, {"action": "shrink", "n": "1"})
-    assert response.status_code == 302
-    sample_until(
-        sampled, lambda: WorkerSnapshot.objects.get(hostname=SESSION_WORKER).concurrency == 2
-    )
-    nonsense = operator_client.post(url, {"action": "explode"}, HTTP_HX_REQUEST="true")
-    assert nonsense.status_code == 422
-    assert list(AuditEvent.objects.order_by("id").values_list("action", "target_ids", "count")) == [
-        ("worker_pool_grow", [SESSION_WORKER], 1),
-        ("worker_pool_shrink", [SESSION_WORKER], 1),
-    ]
-
-
-def test_a_worker_says_so_when_autoscale_is_not_enabled(
-    operator_client: Client, sampled: WorkerSampler
-) -> None:
-    response = operator_client.post(
-        reverse("worker_autoscale", args=[SESSION_WORKER]),
-        {"max": "4", "min": "1"},
-        HTTP_HX_REQUEST="true",
-    )
-    assert response.status_code == 200
-    assert "Autoscale not enabled" in response.content.decode()
-
-
-@pytest.fixture
-def autoscaling(redis_server: EmbeddedRedis) -> Iterator[WorkerProcess]:
-    handle = start_worker(redis_server.url, "scaled", "--autoscale", "3,1", "-Q", "scaled")
-    yield handle
-    stop_worker(handle)
-
-
-def test_autoscale_where_enabled(
-    operator_client: Client, broker: redis.Redis, autoscaling: WorkerProcess
-) -> None:
-    hostname = f"scaled@{HOST}"
-    sampler = WorkerSampler()
-    sample_until(
-        sampler,
-        lambda: WorkerSnapshot.objects.filter(hostname=hostname, autoscale_max=3).exists(),
-        timeout=30,
-    )
-    page = operator_client.get(reverse("worker_detail", args=[hostname])).content.decode()
-    assert 'name="max" type="number" min="1" value="3"' in page
-    response = operator_client.post(
-        reverse("worker_autoscale", args=[hostname]),
-        {"max": "5", "min": "2"},
-        HTTP_HX_REQUEST="true",
-    )
-    assert response.status_code == 200
-    assert "autoscale now max=5 min=2" in response.content.decode()
-    sample_until(
-        sampler,
-        lambda: WorkerSnapshot.objects.filter(
-            hostname=hostname, autoscale_max=5, autoscale_min=2
-        ).exists(),
-    )
-    bad = operator_client.post(
-        reverse("worker_autoscale", args=[hostname]),
-        {"max": "1", "min": "4"},
-        HTTP_HX_REQUEST="true",
-    )
-    assert bad.status_code == 422
-    assert AuditEvent.objects.filter(action="worker_autoscale").count() == 1
-
-
-def test_revoke_reaches_the_workers_and_the_task_never_runs(
-    operator_client: Client, sampled: WorkerSampler, operator: User
-) -> None:
-    from demo import tasks
-
-    later = tasks.add.apply_async((40, 2), countdown=2)
-    response = operator_client.post(
-        reverse("task_revoke"), {"task_id": later.id}, HTTP_HX_REQUEST="true"
-    )
-    assert response.status_code == 200
-    text = response.content.decode()
-    assert text.lstrip().startswith('<section id="revoke"')
-    assert f"Revoked {later.id}: 1 worker replied; ok: {SESSION_WORKER}" in text
-    wait_until(lambda: later.state == "REVOKED", timeout=30)
-    event = AuditEvent.objects.get(action="task_revoke")
-    assert (event.user, event.target_ids) == (operator, [later.id])
-    assert event.details["terminate"] is False
-
-    empty = operator_client.post(reverse("task_revoke"), {"task_id": " "}, HTTP_HX_REQUEST="true")
-    assert empty.status_code == 422
 
 
 def test_a_viewer_gets_403_from_every_control(

@@ -17,8 +17,8 @@ from dashboard.models import (
     QueueSnapshot,
     WorkerSnapshot,
 )
-from dashboard.status import record_failure, record_success
-from tests.conftest import make_dead_letter
+from dashboard.monitor.status import record_failure, record_success
+from tests.helpers import make_dead_letter
 
 pytestmark = pytest.mark.django_db
 
@@ -184,7 +184,9 @@ def test_the_workers_table_and_its_fragment(operator_client: Client) -> None:
     worker("alive@h", autoscale_min=1, autoscale_max=8)
     worker("gone@h", online=False, last_seen_at=timezone.now() - timedelta(minutes=3))
     page = operator_client.get(reverse("workers")).content.decode()
-    assert f'id="worker-table" hx-get="/workers/?" {POLL}' in page
+    # It also refreshes at once when a control on the page (revoke) changed something.
+    changed = 'hx-trigger="every 5s, ops-changed from:body" data-poll-while-visible'
+    assert f'id="worker-table" hx-get="/workers/?" {changed}' in page
     assert page.index("alive@h") < page.index("gone@h"), "online first"
     assert "prefork, 4 (autoscale 1 to 8)" in page
     assert "0.50 0.25 0.10" in page

@@ -10,7 +10,6 @@ import pytest
 import redis
 from django.utils import timezone
 
-from dashboard.embedded_redis import EmbeddedRedis
 from dashboard.models import (
     CollectorStatus,
     QueueHistory,
@@ -18,8 +17,9 @@ from dashboard.models import (
     QueueSnapshot,
     WorkerSnapshot,
 )
-from dashboard.sampling import BrokerSampler
-from tests.conftest import make_dead_letter, publish_raw
+from dashboard.monitor.jobs import broker_sampler
+from demo.embedded_redis import EmbeddedRedis
+from tests.helpers import make_dead_letter, publish_raw
 
 pytestmark = pytest.mark.django_db
 
@@ -47,7 +47,7 @@ def test_every_source_of_queue_names_is_used(
     publish_raw(redis_server.url, {"n": 1}, serializer="json", queue=f"{tag}-bound")
     QueuePause.objects.create(queue=f"{tag}-paused")
 
-    BrokerSampler()()
+    broker_sampler()()
 
     sources = dict(QueueSnapshot.objects.values_list("name", "sources"))
     assert sources[f"{tag}-configured"] == ["configured"]
@@ -73,7 +73,7 @@ def test_history_keeps_the_deepest_sample_of_each_step_and_is_pruned(
     settings.MONITOR_HISTORY_STEP = 60  # type: ignore[attr-defined]
     settings.MONITOR_HISTORY_HOURS = 1  # type: ignore[attr-defined]
     step = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-    sampler = BrokerSampler()
+    sampler = broker_sampler()
 
     for _ in range(5):
         publish_raw(redis_server.url, {"n": 1}, serializer="json", queue=queue)
@@ -99,7 +99,7 @@ def test_a_queue_no_longer_known_is_dropped(
     broker: redis.Redis, settings: object, tag: str
 ) -> None:
     settings.MONITOR_QUEUES = [f"{tag}-a", f"{tag}-b"]  # type: ignore[attr-defined]
-    sampler = BrokerSampler()
+    sampler = broker_sampler()
     sampler()
     settings.MONITOR_QUEUES = [f"{tag}-a"]  # type: ignore[attr-defined]
     sampler()
@@ -114,7 +114,7 @@ def test_with_the_broker_down_it_says_since_when_and_keeps_the_last_figures(
     queue = f"{tag}-outage"
     settings.MONITOR_QUEUES = [queue]  # type: ignore[attr-defined]
     publish_raw(redis_server.url, {"n": 1}, serializer="json", queue=queue)
-    sampler = BrokerSampler()
+    sampler = broker_sampler()
     sampler()
     redis_server.stop()
     try:

@@ -27,11 +27,13 @@ from django.urls import reverse
 from django.utils import timezone
 from kombu import Connection, Exchange, Queue
 
-from dashboard.depths import RabbitManagementDepths, RabbitPassiveDepths
-from dashboard.embedded_redis import EmbeddedRedis, free_port
+from dashboard.broker.depths import RabbitManagementDepths, RabbitPassiveDepths
 from dashboard.models import CollectorStatus, QueuePause, QueueSnapshot, WorkerSnapshot
-from dashboard.sampling import BrokerSampler, WorkerSampler
-from tests.conftest import (
+from dashboard.monitor.jobs import broker_sampler
+from dashboard.queues.sampling import WorkerSampler
+from demo.embedded_redis import EmbeddedRedis, free_port
+from tests.helpers import (
+    HOST,
     ROOT,
     WorkerProcess,
     make_user,
@@ -45,8 +47,6 @@ from tests.conftest import (
 from tests.testenv import DATA_DIR
 
 pytestmark = pytest.mark.rabbitmq
-
-HOST = socket.gethostname()
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +227,7 @@ def test_a_worker_on_rabbitmq_is_sampled_paused_and_resumed(
     )
     assert sorted(row.queues) == sorted([paused, other])
     assert row.pool == "solo"
-    BrokerSampler()()
+    broker_sampler()()
     snapshot = QueueSnapshot.objects.get(name=paused)
     assert (snapshot.depth, snapshot.broker_consumers) == (0, 1)
 

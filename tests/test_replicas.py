@@ -9,9 +9,9 @@ import pytest
 import redis
 from django.db.models import Count
 
-from dashboard.embedded_redis import EmbeddedRedis
 from deadletters.models import DeadLetter
-from tests.conftest import dead_letter_queue_length, publish_many, start_monitor, wait_until
+from demo.embedded_redis import EmbeddedRedis
+from tests.helpers import dead_letter_queue_length, publish_many, start_monitor, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -19,6 +19,7 @@ TOTAL = 20_000
 STOPPED = re.compile(r"monitor stopped: (\d+) received, (\d+) stored, (\d+) duplicates")
 
 
+@pytest.mark.slow
 def test_two_monitors_ingest_20000_with_none_lost_and_none_doubled(
     broker: redis.Redis, redis_server: EmbeddedRedis
 ) -> None:

@@ -17,9 +17,9 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from dashboard.embedded_redis import EmbeddedRedis
 from deadletters.models import DeadLetter
-from tests.conftest import WorkerProcess, ingest_until, make_dead_letter, make_user, wait_until
+from demo.embedded_redis import EmbeddedRedis
+from tests.helpers import WorkerProcess, ingest_until, make_dead_letter, make_user, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -102,7 +102,7 @@ def test_discard_closes_the_row_and_publishes_nothing(
         reverse("deadletters:discard", args=[dead_letter.pk]), HTTP_HX_REQUEST="true"
     )
     assert response.status_code == 200
-    assert response["HX-Trigger"] == "deadletter-changed"
+    assert response["HX-Trigger"] == "ops-changed"
     assert b"Discarded" in response.content
     dead_letter.refresh_from_db()
     assert dead_letter.state == DeadLetter.State.DISCARDED

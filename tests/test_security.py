@@ -16,7 +16,7 @@ from django.test import Client, RequestFactory
 from django.urls import reverse
 
 from dashboard.middleware import client_ip
-from tests.conftest import ROOT, make_dead_letter
+from tests.helpers import ROOT, make_dead_letter
 
 # What an operator sets in production (docs/deploy.md, .env.example).
 PRODUCTION = {
@@ -130,7 +130,7 @@ def test_urls_with_passwords_can_come_from_files(tmp_path: Path) -> None:
     ("name", "value", "message"),
     [
         ("LOG_FORMAT", "xml", "LOG_FORMAT='xml' is not one of plain, json"),
-        ("READYZ_MAX_AGE_BY_COLLECTOR", "workers:300", "is not name=seconds"),
+        ("DEADLETTERS_INGEST_STUCK_AFTER", "soon", "is not an integer"),
         ("MONITOR_LEADER_LEASE", "zookeeper", "is not one of auto, redis, database"),
         ("SECURE_HSTS_SECONDS", "a year", "is not an integer"),
     ],
@@ -189,7 +189,7 @@ def test_the_pages_need_no_inline_script_or_style(operator_client: Client, clien
 
 @pages
 def test_cookies_are_secure_and_the_session_cookie_http_only(client: Client, settings: Any) -> None:
-    from tests.conftest import make_user
+    from tests.helpers import make_user
 
     # As with DEBUG off (test_debug_off_means_https_only_by_default); the
     # tests themselves run over plain HTTP with SECURE_COOKIES=false.

@@ -10,7 +10,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from dashboard import env
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def _load_settings(**overrides: str) -> subprocess.CompletedProcess[str]:

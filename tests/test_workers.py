@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -12,16 +11,22 @@ import celery
 import pytest
 import redis
 
-from dashboard import control
-from dashboard.embedded_redis import EmbeddedRedis
+from dashboard.broker import control
 from dashboard.models import CollectorStatus, QueueSnapshot, WorkerSnapshot
-from dashboard.sampling import BrokerSampler, WorkerSampler
-from tests.conftest import WorkerProcess, sample_until, start_worker, stop_worker, wait_until
+from dashboard.monitor.jobs import broker_sampler
+from dashboard.queues.sampling import WorkerSampler
+from demo.embedded_redis import EmbeddedRedis
+from tests.helpers import (
+    HOST,
+    SESSION_WORKER,
+    WorkerProcess,
+    sample_until,
+    start_worker,
+    stop_worker,
+    wait_until,
+)
 
 pytestmark = pytest.mark.django_db
-
-HOST = socket.gethostname()
-SESSION_WORKER = f"tests@{HOST}"
 
 
 def sampled(sampler: WorkerSampler, hostname: str, **expected: object) -> WorkerSnapshot | None:
@@ -112,7 +117,7 @@ def test_no_reply_is_no_reply_not_zero_workers(
 def test_an_unreachable_broker_is_a_failure_with_a_since(
     broker: redis.Redis, settings: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dashboard.embedded_redis import free_port
+    from demo.embedded_redis import free_port
 
     gone = f"redis://127.0.0.1:{free_port()}/0"
     monkeypatch.setenv("CELERY_BROKER_URL", gone)
@@ -187,7 +192,7 @@ def test_rates_come_from_the_workers_counts_and_the_depth_change(
 ) -> None:
     from demo import tasks
 
-    queues, workers = BrokerSampler(), WorkerSampler()
+    queues, workers = broker_sampler(), WorkerSampler()
     queues()
     workers()
     assert QueueSnapshot.objects.get(name="emails").out_rate is None, "one round has no rate"

@@ -29,7 +29,7 @@ os.environ["SECURE_SSL_REDIRECT"] = "false"
 os.environ["SECURE_COOKIES"] = "false"
 os.environ["DEADLETTERS_LEASE_SECONDS"] = "2"
 
-from dashboard.embedded_redis import EmbeddedRedis  # noqa: E402
+from demo.embedded_redis import EmbeddedRedis  # noqa: E402
 
 REDIS = EmbeddedRedis(DATA_DIR / "redis")
 os.environ["CELERY_BROKER_URL"] = REDIS.start()

@@ -1,9 +1,10 @@
-"""Small formatters for the queue and worker pages, and the depth chart."""
+"""Small formatters for every page, and the one SVG chart tag."""
 
 from __future__ import annotations
 
 import time
 from datetime import datetime
+from typing import Any
 
 from django import template
 from django.utils import timezone
@@ -65,35 +66,58 @@ def rate(value: float | None) -> str:
 
 
 @register.simple_tag
-def depth_chart(points: list[tuple[float, int]], current: int | None = None) -> SafeString:
-    """The last hour of a queue's depth as a small inline SVG line, no script.
+def chart(
+    series: list[Any],
+    *,
+    label: str,
+    bars: bool = False,
+    current: int | None = None,
+    width: int = CHART_WIDTH,
+    height: int = CHART_HEIGHT,
+) -> SafeString:
+    """A small inline SVG chart, server-rendered: nothing but numbers in the markup.
 
-    ``points`` are (seconds into the hour, deepest sample of the step); the
-    current depth, when known, is drawn at the right edge.
+    As a line (a queue's depth): ``series`` holds (seconds into the last hour,
+    value) and ``current``, when known, is drawn at the right edge. As ``bars``
+    (failures per hour): ``series`` holds one value a bar, oldest first.
     """
-    series = list(points)
-    if current is not None:
-        series.append((CHART_SECONDS, current))
-    if not series:
+    if bars:
+        points = [(i * CHART_SECONDS / max(len(series), 1), int(v)) for i, v in enumerate(series)]
+    else:
+        points = list(series) + ([(CHART_SECONDS, current)] if current is not None else [])
+    if not points:
         return format_html('<span class="muted">{}</span>', "no history yet")
-    top = max(depth for _, depth in series) or 1
-    coordinates = [
-        (
-            round(min(max(at, 0.0), CHART_SECONDS) / CHART_SECONDS * CHART_WIDTH, 1),
-            round(CHART_HEIGHT - 1 - depth / top * (CHART_HEIGHT - 2), 1),
-        )
-        for at, depth in series
-    ]
-    if len(coordinates) == 1:
-        coordinates.insert(0, (0.0, coordinates[0][1]))
-    polyline = format_html_join(" ", "{},{}", coordinates)
-    peak = max(depth for _, depth in series)
+    peak = max(value for _, value in points)
+    top = peak or 1
+    if bars:
+        step = width / len(points)
+        marks = format_html_join(
+            "",
+            '<rect x="{}" y="{}" width="{}" height="{}"><title>{}</title></rect>',
+            (
+                (f"{i * step:.1f}", f"{height - height * v / top:.1f}",
+                 f"{max(step - 1, 1):.1f}", f"{height * v / top:.1f}", v)
+                for i, (_, v) in enumerate(points)
+            ),
+        )  # fmt: skip
+    else:
+        xy = [
+            (
+                round(min(max(at, 0.0), CHART_SECONDS) / CHART_SECONDS * width, 1),
+                round(height - 1 - value / top * (height - 2), 1),
+            )
+            for at, value in points
+        ]
+        if len(xy) == 1:
+            xy.insert(0, (0.0, xy[0][1]))
+        marks = format_html('<polyline points="{}"/>', format_html_join(" ", "{},{}", xy))
     return format_html(
-        '<svg class="chart" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" '
-        'aria-label="depth over the last hour, peak {peak}"><title>peak {peak} in the last '
-        'hour</title><polyline points="{points}"/></svg>',
-        w=CHART_WIDTH,
-        h=CHART_HEIGHT,
+        '<svg class="chart{}" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" '
+        'aria-label="{label}, peak {peak}"><title>peak {peak}: {label}</title>{marks}</svg>',
+        " bars" if bars else "",
+        w=width,
+        h=height,
+        label=label,
         peak=f"{peak:,}",
-        points=polyline,
+        marks=marks,
     )

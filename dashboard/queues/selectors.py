@@ -1,0 +1,173 @@
+"""Reads for the queue and worker pages: stored snapshots only.
+
+Nothing here talks to the broker or the workers; the monitor's samplers
+(``dashboard.queues.sampling``) keep these tables fresh, and every page says how old
+its data is.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from dashboard.models import (
+    CollectorStatus,
+    QueueHistory,
+    QueuePause,
+    QueueSnapshot,
+    WorkerSnapshot,
+)
+
+CHART_WINDOW = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """How old a collector's data is, for the line under each page's title."""
+
+    status: CollectorStatus | None
+    interval: float
+    now: datetime
+
+    @property
+    def age(self) -> float | None:
+        return None if self.status is None else self.status.age_seconds(self.now)
+
+    @property
+    def stale(self) -> bool:
+        # Three missed rounds: the monitor is stopped, stuck, or failing.
+        return self.age is None or self.age > 3 * self.interval
+
+    @property
+    def failing_since(self) -> datetime | None:
+        return None if self.status is None else self.status.failing_since
+
+
+def freshness(name: str, interval: float, now: datetime | None = None) -> Freshness:
+    status = CollectorStatus.objects.filter(name=name).first()
+    return Freshness(status, interval, now or timezone.now())
+
+
+def broker_freshness() -> Freshness:
+    return freshness("broker", settings.MONITOR_BROKER_INTERVAL)
+
+
+def workers_freshness() -> Freshness:
+    return freshness("workers", settings.MONITOR_WORKERS_INTERVAL)
+
+
+# --- queues -----------------------------------------------------------------------
+
+
+@dataclass
+class QueueRow:
+    name: str
+    exists: bool
+    depth: int | None
+    ready: int | None
+    unacked: int | None
+    broker_consumers: int | None
+    oldest_age: float | None
+    in_rate: float | None
+    out_rate: float | None
+    sources: list[str]
+    sampled_at: datetime
+    consumers: list[str] = field(default_factory=list)
+    paused: QueuePause | None = None
+    # The monitor drains it: it never has a Celery worker as consumer.
+    is_dead_letter_queue: bool = False
+    # (seconds into the last hour, deepest sample) per history step.
+    chart: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def missing_consumer(self) -> bool:
+        """Messages wait and nobody (that we know of) consumes them, unintended."""
+        return (
+            bool(self.depth)
+            and not self.consumers
+            and not self.broker_consumers
+            and not self.is_dead_letter_queue
+            and self.paused is None
+        )
+
+
+def consumers_by_queue() -> dict[str, list[str]]:
+    """Online workers per queue, from their last reported ``active_queues``."""
+    consumers: dict[str, list[str]] = defaultdict(list)
+    for hostname, queues in WorkerSnapshot.objects.filter(online=True).values_list(
+        "hostname", "queues"
+    ):
+        for queue in queues or []:
+            consumers[queue].append(hostname)
+    return consumers
+
+
+def _row(
+    snapshot: QueueSnapshot, consumers: dict[str, list[str]], pauses: dict[str, QueuePause]
+) -> QueueRow:
+    return QueueRow(
+        name=snapshot.name,
+        exists=snapshot.exists,
+        depth=snapshot.depth,
+        ready=snapshot.ready,
+        unacked=snapshot.unacked,
+        broker_consumers=snapshot.broker_consumers,
+        oldest_age=snapshot.oldest_age,
+        in_rate=snapshot.in_rate,
+        out_rate=snapshot.out_rate,
+        sources=list(snapshot.sources or []),
+        sampled_at=snapshot.sampled_at,
+        consumers=sorted(consumers.get(snapshot.name, [])),
+        paused=pauses.get(snapshot.name),
+        is_dead_letter_queue=snapshot.name == settings.DEADLETTERS_QUEUE,
+    )
+
+
+def queue_rows() -> list[QueueRow]:
+    consumers = consumers_by_queue()
+    pauses = {pause.queue: pause for pause in QueuePause.objects.all()}
+    return [_row(s, consumers, pauses) for s in QueueSnapshot.objects.order_by("name")]
+
+
+def queue_row(name: str) -> QueueRow | None:
+    snapshot = QueueSnapshot.objects.filter(name=name).first()
+    if snapshot is None:
+        return None
+    pauses = {pause.queue: pause for pause in QueuePause.objects.filter(queue=name)}
+    return _row(snapshot, consumers_by_queue(), pauses)
+
+
+def attach_charts(rows: list[QueueRow], now: datetime | None = None) -> None:
+    """The last hour of each row's history, in one query for the rows shown."""
+    now = now or timezone.now()
+    start = now - CHART_WINDOW
+    points: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    history = (
+        QueueHistory.objects.filter(queue__in=[row.name for row in rows], at__gte=start)
+        .order_by("queue", "at")
+        .values_list("queue", "at", "depth_max")
+    )
+    for queue, at, depth in history:
+        if depth is not None:
+            points[queue].append(((at - start).total_seconds(), depth))
+    for row in rows:
+        row.chart = points.get(row.name, [])
+
+
+# --- workers ----------------------------------------------------------------------
+
+
+def workers() -> list[WorkerSnapshot]:
+    return list(
+        WorkerSnapshot.objects.defer("active", "reserved", "scheduled", "registered").order_by(
+            "-online", "hostname"
+        )
+    )
+
+
+def online_worker_names() -> list[str]:
+    return list(WorkerSnapshot.objects.filter(online=True).values_list("hostname", flat=True))

@@ -1,0 +1,176 @@
+"""The queue and worker pages and their controls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import permission_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_POST
+
+from dashboard.broker import BrokerUnavailable
+from dashboard.http import HtmxHttpRequest, action_response, page_or_fragment, paginate
+from dashboard.models import WorkerSnapshot
+from dashboard.queues import selectors, services
+from dashboard.queues.tables import QueueTable, WorkerTable
+
+QUEUES_PER_PAGE = 100
+WORKERS_PER_PAGE = 100
+
+
+def _queues_context(request: HttpRequest, **result: str) -> dict[str, Any]:
+    exclude = () if request.user.has_perm("dashboard.control_queue") else ("actions",)
+    table = QueueTable(selectors.queue_rows(), exclude=exclude)
+    paginate(request, table, per_page=QUEUES_PER_PAGE)
+    selectors.attach_charts([row.record for row in table.page.object_list])
+    return {"table": table, "fresh": selectors.broker_freshness(), **result}
+
+
+@permission_required("dashboard.view_queuesnapshot", raise_exception=True)
+def queues(request: HtmxHttpRequest) -> HttpResponse:
+    return page_or_fragment(request, "dashboard/queues.html", "table", _queues_context(request))
+
+
+@require_POST
+@permission_required("dashboard.control_queue", raise_exception=True)
+def queue_pause(request: HtmxHttpRequest, name: str) -> HttpResponse:
+    status, result = 200, {}
+    try:
+        replies = services.queue_pause(queue=name, user=request.user)
+        result["notice"] = f"Paused {name}: {replies.summary()}."
+    except BrokerUnavailable as exc:
+        status, result["error"] = 503, f"Not paused: {exc}."
+    context = _queues_context(request, **result)
+    return action_response(
+        request, "dashboard/queues.html", "table", context, back="queues", status=status
+    )
+
+
+@require_POST
+@permission_required("dashboard.control_queue", raise_exception=True)
+def queue_resume(request: HtmxHttpRequest, name: str) -> HttpResponse:
+    status, result = 200, {}
+    try:
+        replies = services.queue_resume(queue=name, user=request.user)
+        result["notice"] = f"Resumed {name}: {replies.summary()}."
+    except services.NotPaused as exc:
+        status, result["error"] = 409, str(exc)
+    except BrokerUnavailable as exc:
+        status, result["error"] = 503, f"Not resumed: {exc}."
+    context = _queues_context(request, **result)
+    return action_response(
+        request, "dashboard/queues.html", "table", context, back="queues", status=status
+    )
+
+
+@permission_required("dashboard.control_queue", raise_exception=True)
+def queue_purge(request: HtmxHttpRequest, name: str) -> HttpResponse:
+    """GET: the typed confirmation; POST: purge when the typed name matches."""
+    queue = selectors.queue_row(name)
+    if queue is None:
+        raise Http404(f"no known queue {name!r}")
+    context: dict[str, Any] = {"queue": queue}
+    if request.method != "POST":
+        return render(request, "dashboard/queue_purge.html", context)
+    status = 200
+    try:
+        purged = services.queue_purge(
+            queue=name, confirmation=request.POST.get("confirm", ""), user=request.user
+        )
+        s = "s" if purged != 1 else ""
+        context.update(done=True, notice=f"Purged {purged:,} message{s} from {name}.")
+    except services.ConfirmationMismatch as exc:
+        status, context["error"] = 422, str(exc)
+    except BrokerUnavailable as exc:
+        status, context["error"] = 503, f"Not purged: {exc}."
+    return action_response(
+        request, "dashboard/queue_purge.html", "purge", context, back="queues", status=status
+    )
+
+
+def _workers_context(request: HttpRequest, **result: str) -> dict[str, Any]:
+    table = WorkerTable(selectors.workers())
+    paginate(request, table, per_page=WORKERS_PER_PAGE)
+    return {"table": table, "fresh": selectors.workers_freshness(), **result}
+
+
+@permission_required("dashboard.view_workersnapshot", raise_exception=True)
+def workers(request: HtmxHttpRequest) -> HttpResponse:
+    return page_or_fragment(request, "dashboard/workers.html", "table", _workers_context(request))
+
+
+@permission_required("dashboard.view_workersnapshot", raise_exception=True)
+def worker_detail(request: HtmxHttpRequest, hostname: str) -> HttpResponse:
+    worker = get_object_or_404(WorkerSnapshot, hostname=hostname)
+    context = {"worker": worker, "fresh": selectors.workers_freshness()}
+    return page_or_fragment(request, "dashboard/worker_detail.html", "state", context)
+
+
+@require_POST
+@permission_required("dashboard.control_worker", raise_exception=True)
+def worker_pool(request: HtmxHttpRequest, hostname: str) -> HttpResponse:
+    worker = get_object_or_404(WorkerSnapshot, hostname=hostname)
+    action, n = request.POST.get("action", ""), _int(request.POST.get("n"), 1)
+    status, result = 200, {}
+    try:
+        replies = services.worker_pool_resize(
+            hostname=worker.hostname, action=action, n=n, user=request.user
+        )
+        result["error" if replies.errors else "notice"] = replies.summary(messages=True)
+    except services.InvalidControl as exc:
+        status, result["error"] = 422, str(exc)
+    except BrokerUnavailable as exc:
+        status, result["error"] = 503, f"Not sent: {exc}."
+    context = {"worker": worker, "fresh": selectors.workers_freshness(), **result}
+    return action_response(
+        request, "dashboard/worker_detail.html", "controls", context, back=worker, status=status
+    )
+
+
+@require_POST
+@permission_required("dashboard.control_worker", raise_exception=True)
+def worker_autoscale(request: HtmxHttpRequest, hostname: str) -> HttpResponse:
+    worker = get_object_or_404(WorkerSnapshot, hostname=hostname)
+    maximum, minimum = _int(request.POST.get("max"), -1), _int(request.POST.get("min"), -1)
+    status, result = 200, {}
+    try:
+        replies = services.worker_autoscale(
+            hostname=worker.hostname, maximum=maximum, minimum=minimum, user=request.user
+        )
+        result["error" if replies.errors else "notice"] = replies.summary(messages=True)
+    except services.InvalidControl as exc:
+        status, result["error"] = 422, str(exc)
+    except BrokerUnavailable as exc:
+        status, result["error"] = 503, f"Not sent: {exc}."
+    context = {"worker": worker, "fresh": selectors.workers_freshness(), **result}
+    return action_response(
+        request, "dashboard/worker_detail.html", "controls", context, back=worker, status=status
+    )
+
+
+@require_POST
+@permission_required("dashboard.control_worker", raise_exception=True)
+def task_revoke(request: HtmxHttpRequest) -> HttpResponse:
+    task_id = request.POST.get("task_id", "")
+    status, result = 200, {}
+    try:
+        replies = services.task_revoke(
+            task_id=task_id, terminate=request.POST.get("terminate") == "on", user=request.user
+        )
+        result["notice"] = f"Revoked {task_id.strip()}: {replies.summary()}."
+    except services.InvalidControl as exc:
+        status, result["error"] = 422, str(exc)
+    except BrokerUnavailable as exc:
+        status, result["error"] = 503, f"Not revoked: {exc}."
+    context = _workers_context(request, **result)
+    return action_response(
+        request, "dashboard/workers.html", "revoke", context, back="workers", status=status
+    )
+
+
+def _int(raw: str | None, default: int) -> int:
+    try:
+        return int(raw or "")
+    except ValueError:
+        return default

@@ -1,0 +1,184 @@
+"""The rooms of the code and which may import which: a crossing fails here,
+naming the module and the import.
+
+    dashboard.broker   the only code that talks to the broker; imports no models
+    deadletters        imports only the dashboard's foundation (broker, audit,
+                       http, models, roles), never the monitor or the pages
+    deadletters.hook   runs in the teams' workers: celery, kombu and the
+                       standard library only
+    dashboard.monitor  the process; only its job list (jobs.py) reaches into
+                       the apps (deadletters, the queue pages' samplers)
+    dashboard.queues   the queue and worker pages; of the monitor, only the
+                       collector status it records
+    who imports deadletters: itself, the monitor's job list, the overview,
+                       the urls and metrics
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+PACKAGES = ("dashboard", "deadletters", "metrics")
+OURS = (*PACKAGES, "demo", "tests", "bench")
+
+# Who may import deadletters, besides deadletters itself.
+DEADLETTERS_IMPORTERS = (
+    "dashboard.monitor.jobs",
+    "dashboard.overview",
+    "dashboard.urls",
+    "metrics",
+)
+# What the broker room may import of ours.
+BROKER_MAY = ("dashboard.broker", "dashboard.celery")
+# What deadletters may import of the dashboard.
+FOUNDATION = (
+    "dashboard.broker",
+    "dashboard.audit",
+    "dashboard.http",
+    "dashboard.models",
+    "dashboard.roles",
+)
+
+
+def within(module: str, *prefixes: str) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports(source: str, module: str) -> Iterator[tuple[int, str]]:
+    """Every module that ``source`` imports, anywhere in it, with the line."""
+    package = module if module.endswith("__init__") else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
+            for alias in node.names:
+                # ``from dashboard import broker`` imports dashboard.broker.
+                yield node.lineno, f"{base}.{alias.name}" if base in PACKAGES else base
+
+
+def crossing(module: str, imported: str) -> str | None:
+    """Why ``module`` may not import ``imported``, or None when it may."""
+    if within(module, "deadletters.hook"):
+        allowed = {*sys.stdlib_module_names, "celery", "kombu", "__future__"}
+        if imported.split(".")[0] not in allowed:
+            return "the hook runs in the teams' workers: celery, kombu and the standard library"
+        return None
+    rules = [
+        (
+            within(imported, "demo", "tests", "bench"),
+            "production code does not import the demo, the tests or the benchmarks",
+        ),
+        (
+            within(module, "dashboard.broker")
+            and (
+                within(imported, "django.db")
+                or (within(imported, *OURS) and not within(imported, *BROKER_MAY))
+            ),
+            "the broker room imports no models and nothing of the rooms above it",
+        ),
+        (
+            within(imported, "deadletters")
+            and not within(module, "deadletters", *DEADLETTERS_IMPORTERS),
+            "only the monitor's job list, the overview, the urls and metrics import deadletters",
+        ),
+        (
+            within(module, "deadletters")
+            and within(imported, "dashboard")
+            and not within(imported, *FOUNDATION),
+            "deadletters imports only the dashboard's foundation: " + ", ".join(FOUNDATION),
+        ),
+        (
+            within(module, "dashboard.queues")
+            and within(imported, "dashboard.monitor")
+            and not within(imported, "dashboard.monitor.status"),
+            "the queue pages know of the monitor only the collector status",
+        ),
+        (
+            within(module, "dashboard.monitor")
+            and not within(module, "dashboard.monitor.jobs")
+            and within(imported, "dashboard.queues", "dashboard.views", "metrics"),
+            "the monitor reaches the apps through its job list (dashboard.monitor.jobs)",
+        ),
+    ]
+    return next((why for broken, why in rules if broken), None)
+
+
+def crossings(source: str, module: str) -> list[str]:
+    return [
+        f"{module}:{line} imports {imported}: {why}"
+        for line, imported in imports(source, module)
+        if (why := crossing(module, imported))
+    ]
+
+
+def production_modules() -> Iterator[tuple[str, Path]]:
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "migrations" not in path.parts:
+                yield module_name(path), path
+
+
+def test_no_module_crosses_a_layer() -> None:
+    found = [
+        line
+        for module, path in production_modules()
+        for line in crossings(path.read_text(), module)
+    ]
+    assert found == []
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "why"),
+    [
+        ("dashboard.broker.depths", "from dashboard.models import QueueSnapshot", "no models"),
+        ("dashboard.broker.inbox", "from django.db import connection", "no models"),
+        ("dashboard.broker.inbox", "from deadletters.ingest import store_batch", "no models"),
+        ("deadletters.views", "from dashboard.queues import selectors", "foundation"),
+        ("deadletters.bulk", "from dashboard.monitor.leader import open_lease", "foundation"),
+        ("dashboard.queues.sampling", "from deadletters.models import DeadLetter", "job list"),
+        ("dashboard.monitor.loop", "from deadletters import ingest", "job list"),
+        ("dashboard.monitor.loop", "from dashboard.queues import sampling", "job list"),
+        ("dashboard.queues.views", "from dashboard.monitor.leader import Lease", "status"),
+        ("dashboard.health", "import demo.embedded_redis", "demo"),
+        ("deadletters.hook", "import django", "standard library"),
+        ("deadletters.hook", "def f():\n    import redis", "standard library"),
+    ],
+)
+def test_a_crossing_fails_naming_the_import(module: str, source: str, why: str) -> None:
+    (found,) = crossings(source, module)
+    assert found.startswith(f"{module}:")
+    assert why in found
+
+
+@pytest.mark.parametrize(
+    ("module", "source"),
+    [
+        ("dashboard.broker.control", "from dashboard.celery import app"),
+        ("dashboard.monitor.jobs", "from deadletters import bulk_runner"),
+        ("dashboard.queues.sampling", "from dashboard.monitor.status import record_success"),
+        ("deadletters.services", "from dashboard.broker.publish import publish_task"),
+        ("deadletters.hook", "from kombu import Connection\nimport json"),
+        ("metrics.collector", "from deadletters.models import DeadLetterStats"),
+    ],
+)
+def test_imports_within_the_layers_pass(module: str, source: str) -> None:
+    assert crossings(source, module) == []

@@ -1,0 +1,100 @@
+"""Reading needs a role: a signed-in user in no group reads nothing, and is told
+which role to ask for; a viewer reads every page and changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
+
+from dashboard.models import WorkerSnapshot
+from deadletters.models import BulkAction
+from tests.helpers import make_dead_letter, make_user
+
+pytestmark = pytest.mark.django_db
+
+# Pages anyone may reach (signing in, the machines' endpoints) and Django's admin,
+# which has its own rules (staff only).
+OPEN = {"login", "logout", "healthz", "readyz", "metrics"}
+
+
+def url_names(resolver: URLResolver | None = None, namespace: str = "") -> set[str]:
+    names = set()
+    for entry in (resolver or get_resolver()).url_patterns:
+        if isinstance(entry, URLResolver):
+            if entry.app_name == "admin":
+                continue
+            inner = f"{namespace}{entry.namespace}:" if entry.namespace else namespace
+            names |= url_names(entry, inner)
+        elif isinstance(entry, URLPattern) and entry.name:
+            names.add(namespace + entry.name)
+    return names
+
+
+@pytest.fixture
+def urls() -> dict[str, tuple[str, str]]:
+    """Every routed view but the open ones: its URL, and the method it answers."""
+    dead_letter = make_dead_letter()
+    worker = WorkerSnapshot.objects.create(
+        hostname="w1@host", first_seen_at=timezone.now(), last_seen_at=timezone.now()
+    )
+    bulk = BulkAction.objects.create(action="discard", reason="r", max_id=0, total=0)
+    host, pk = worker.hostname, dead_letter.pk
+    return {
+        "overview": (reverse("overview"), "get"),
+        "audit": (reverse("audit"), "get"),
+        "queues": (reverse("queues"), "get"),
+        "queue_pause": (reverse("queue_pause", args=["default"]), "post"),
+        "queue_resume": (reverse("queue_resume", args=["default"]), "post"),
+        "queue_purge": (reverse("queue_purge", args=["default"]), "get"),
+        "workers": (reverse("workers"), "get"),
+        "worker_detail": (reverse("worker_detail", args=[host]), "get"),
+        "worker_pool": (reverse("worker_pool", args=[host]), "post"),
+        "worker_autoscale": (reverse("worker_autoscale", args=[host]), "post"),
+        "task_revoke": (reverse("task_revoke"), "post"),
+        "deadletters:list": (reverse("deadletters:list"), "get"),
+        "deadletters:groups": (reverse("deadletters:groups"), "get"),
+        "deadletters:detail": (reverse("deadletters:detail", args=[pk]), "get"),
+        "deadletters:requeue": (reverse("deadletters:requeue", args=[pk]), "post"),
+        "deadletters:discard": (reverse("deadletters:discard", args=[pk]), "post"),
+        "deadletters:edit": (reverse("deadletters:edit", args=[pk]), "get"),
+        "deadletters:bulk_create": (reverse("deadletters:bulk_create"), "post"),
+        "deadletters:bulk": (reverse("deadletters:bulk", args=[bulk.pk]), "get"),
+    }
+
+
+def test_every_routed_view_is_listed_here(urls: dict[str, tuple[str, str]]) -> None:
+    """A new page must say who may read it: this list is where it is checked."""
+    assert url_names() - OPEN == set(urls)
+
+
+def test_a_user_in_no_group_reads_nothing_and_is_told_which_role_to_ask_for(
+    urls: dict[str, tuple[str, str]],
+) -> None:
+    client = Client()
+    client.force_login(make_user("nora"))
+    for name, (url, method) in urls.items():
+        response = getattr(client, method)(url)
+        assert response.status_code == 403, name
+        assert b"Ask an administrator for the <b>Viewer</b> role" in response.content, name
+
+
+def test_a_viewer_reads_every_page_and_changes_nothing(
+    viewer_client: Client, urls: dict[str, tuple[str, str]]
+) -> None:
+    for name, (url, method) in urls.items():
+        response = getattr(viewer_client, method)(url)
+        if method == "get" and name not in {"queue_purge", "deadletters:edit"}:
+            assert response.status_code == 200, name
+        else:
+            assert response.status_code == 403, name
+            assert b"Your role does not allow this" in response.content, name
+
+
+def test_raw_messages_are_for_operators_and_the_audit_for_both_roles() -> None:
+    viewer, operator = make_user("vera", group="Viewer"), make_user("otto", group="Operator")
+    assert not viewer.has_perm("deadletters.view_raw_deadletter")
+    assert operator.has_perm("deadletters.view_raw_deadletter")
+    assert viewer.has_perm("dashboard.view_auditevent")
+    assert operator.has_perm("dashboard.view_auditevent")
