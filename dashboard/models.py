@@ -207,3 +207,143 @@ class WorkerSnapshot(models.Model):
         if self.uptime is None:
             return None
         return self.last_seen_at - timedelta(seconds=self.uptime)
+
+
+# --- task outcomes (counted by the hook in every process, added up by the monitor) ---
+
+# Upper bounds in seconds of the runtime and queue-wait histograms, and +Inf
+# last: the hook's ``BUCKETS`` (a test keeps the two the same).
+OUTCOME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+OUTCOME_EVENTS = (
+    "sent", "received", "started", "succeeded", "failed", "retried", "rejected", "revoked",
+)  # fmt: skip
+HISTOGRAMS = ("runtime", "wait")
+# A histogram is kept as one counter column per bucket (and a sum), so that the
+# monitors add reports up with one statement, concurrently, without locks.
+BUCKET_COLUMNS = {
+    kind: tuple(f"{kind}_{index}" for index in range(len(OUTCOME_BUCKETS) + 1))
+    for kind in HISTOGRAMS
+}
+COUNTER_COLUMNS = (
+    *OUTCOME_EVENTS,
+    *(column for kind in HISTOGRAMS for column in (*BUCKET_COLUMNS[kind], f"{kind}_sum")),
+)
+
+
+class TaskOutcomes(models.Model):
+    """The counters and histograms of one task name on one queue (abstract)."""
+
+    task = models.CharField(max_length=255)
+    queue = models.CharField(max_length=255)
+    for _event in OUTCOME_EVENTS:
+        locals()[_event] = models.PositiveBigIntegerField(default=0)
+    for _kind in HISTOGRAMS:
+        for _column in BUCKET_COLUMNS[_kind]:
+            locals()[_column] = models.PositiveBigIntegerField(default=0)
+        locals()[f"{_kind}_sum"] = models.FloatField(default=0.0)
+    del _event, _kind, _column
+
+    class Meta:
+        abstract = True
+
+
+class TaskMinute(TaskOutcomes):
+    """One minute of a task's outcomes: the charts and the task pages read these.
+    Kept ``OUTCOMES_MINUTES_DAYS``; ``TaskHour`` keeps the same, coarser, longer."""
+
+    minute = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["minute", "task", "queue"], name="task_minute_key")
+        ]
+        indexes = [models.Index(fields=["minute"], name="task_minute_at")]
+
+    def __str__(self) -> str:
+        return f"{self.task} on {self.queue} at {self.minute:%Y-%m-%d %H:%M}"
+
+
+class TaskHour(TaskOutcomes):
+    hour = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["hour", "task", "queue"], name="task_hour_key")
+        ]
+        indexes = [models.Index(fields=["hour"], name="task_hour_at")]
+
+    def __str__(self) -> str:
+        return f"{self.task} on {self.queue} at {self.hour:%Y-%m-%d %H}h"
+
+
+class TaskTotal(TaskOutcomes):
+    """Every outcome since the dashboard first heard of the task on this queue
+    and worker: the counters and histograms ``/metrics`` exposes. Only ever
+    added to, so a worker's restart resets nothing."""
+
+    hostname = models.CharField(max_length=255)
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["task", "queue", "hostname"], name="task_total_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task} on {self.queue} by {self.hostname}"
+
+
+class TaskFailureMinute(models.Model):
+    """Failures of a task in one minute, by exception type."""
+
+    minute = models.DateTimeField()
+    task = models.CharField(max_length=255)
+    queue = models.CharField(max_length=255)
+    exception = models.CharField(max_length=255)
+    count = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["minute", "task", "queue", "exception"], name="task_failure_minute_key"
+            )
+        ]
+        indexes = [models.Index(fields=["minute"], name="task_failure_minute_at")]
+
+    def __str__(self) -> str:
+        return f"{self.task}: {self.exception} at {self.minute:%H:%M}"
+
+
+class TaskFailureTotal(models.Model):
+    """Failures of a task on a queue and worker since first heard of, by exception type."""
+
+    task = models.CharField(max_length=255)
+    queue = models.CharField(max_length=255)
+    hostname = models.CharField(max_length=255)
+    exception = models.CharField(max_length=255)
+    count = models.PositiveBigIntegerField(default=0)
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["task", "queue", "hostname", "exception"], name="task_failure_total_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task}: {self.exception} by {self.hostname}"
+
+
+class OutcomeReporter(models.Model):
+    """A process that reports outcomes, and the last of its reports applied:
+    a report delivered twice is added up once."""
+
+    process = models.CharField(max_length=64, unique=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField(null=True)
+    last_seq = models.PositiveBigIntegerField(default=0)
+    last_report_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.hostname} pid {self.pid}"

@@ -220,6 +220,18 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_step": 0.2,
     "interval_max": 0.5,
 }
+# The hook, which the dashboard loads for its contract, counts task outcomes
+# in every process of a team's app; the dashboard's own requeues are not a
+# team's traffic (Celery reads this as the app's ``ops_outcomes``).
+CELERY_OPS_OUTCOMES = False
+
+# --- Task outcomes (reported by the hook, added up by the monitor) ---------------
+# The queue the hook's outcome reports travel on (``ops_outcomes_queue`` on the
+# workers, or OPS_OUTCOMES_QUEUE in their environment).
+OPS_OUTCOMES_QUEUE = env_str("OPS_OUTCOMES_QUEUE", "ops.outcomes")
+# Per-minute outcomes are kept this long, per-hour ones this long.
+OUTCOMES_MINUTES_DAYS = env_int("OUTCOMES_MINUTES_DAYS", 7, minimum=1)
+OUTCOMES_HOURS_DAYS = env_int("OUTCOMES_HOURS_DAYS", 90, minimum=1)
 
 # --- Dead letters ----------------------------------------------------------
 DEADLETTERS_QUEUE = env_str("DEADLETTERS_QUEUE", "deadletters")

@@ -46,7 +46,17 @@ from celery.app.task import Context
 from celery.exceptions import Reject, TimeLimitExceeded, WorkerLostError
 from kombu import Connection, Exchange, Producer, Queue
 
-__all__ = ["ENVELOPE_VERSION", "KINDS", "dead_letter_queue_name", "send_dead_letter"]
+__all__ = [
+    "BUCKETS",
+    "ENVELOPE_VERSION",
+    "KINDS",
+    "OUTCOMES_VERSION",
+    "OUTCOME_EVENTS",
+    "dead_letter_queue_name",
+    "flush_outcomes",
+    "outcomes_queue_name",
+    "send_dead_letter",
+]
 
 ENVELOPE_VERSION = 1
 KINDS = ("exception", "time_limit", "worker_lost", "unknown_task", "rejected")
@@ -63,6 +73,12 @@ def dead_letter_queue_name(app: Any = None) -> str:
     app = app or current_app
     configured = app.conf.get("deadletters_queue")
     return str(configured or os.environ.get("DEADLETTERS_QUEUE") or "deadletters")
+
+
+def outcomes_queue_name(app: Any = None) -> str:
+    app = app or current_app
+    configured = app.conf.get("ops_outcomes_queue")
+    return str(configured or os.environ.get("OPS_OUTCOMES_QUEUE") or "ops.outcomes")
 
 
 # --- publish stamps -----------------------------------------------------------
@@ -350,8 +366,10 @@ class _Publisher:
             )
         return self._connection
 
-    def publish(self, app: Any, envelope: dict[str, Any]) -> None:
-        name = dead_letter_queue_name(app)
+    def publish(self, app: Any, envelope: dict[str, Any], *, report: str = "") -> None:
+        """Publish a dead-letter envelope to the dead-letter queue, or with
+        ``report`` one of the process's outcome reports to its own queue; durably."""
+        name = outcomes_queue_name(app) if report else dead_letter_queue_name(app)
         exchange = Exchange(name, type="direct", durable=True)
         target = Queue(name, exchange, routing_key=name, durable=True)
         with self._lock:
@@ -371,6 +389,7 @@ class _Publisher:
                         "x_deadletter_v": ENVELOPE_VERSION,
                         "x_sent_at": time.time(),
                         "x_queue": name,
+                        **({"x_ops_report": report} if report else {}),
                     },
                     retry=True,
                     retry_policy={
@@ -708,3 +727,382 @@ def _register_snapshot_command() -> None:
 
 
 _register_snapshot_command()
+
+
+# --- task outcomes ----------------------------------------------------------------
+#
+# Every process that runs or sends tasks counts them here, per minute, task name
+# and queue: sent (producers), received, started, succeeded, failed (by
+# exception type), retried, rejected, revoked, and histograms of the runtime
+# and of the wait in the queue. What it counted since its last report goes to
+# the dead-letter queue, which the monitor drains anyway, as one small message
+# every ``ops_outcomes_interval`` seconds: a message per process and interval,
+# never one per task. The monitor adds the deltas up, so a restarted worker
+# resets nothing. See docs/outcomes.md.
+
+OUTCOMES_VERSION = 1
+OUTCOME_EVENTS = (
+    "sent", "received", "started", "succeeded", "failed", "retried", "rejected", "revoked",
+)  # fmt: skip
+# Upper bounds in seconds of the runtime and queue-wait histograms (and +Inf):
+# celery-exporter's, so that celery-mixin's quantiles read the same.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+DEFAULT_OUTCOMES_INTERVAL = 10.0
+# Requeued tasks whose outcome is reported, per report at most; and keys
+# counted per report at most (a runaway of task names must not grow a report
+# without bound: the excess is counted as dropped and said in the report).
+MAX_REQUEUES = 1_000
+MAX_KEYS = 20_000
+
+
+def _outcomes_interval(app: Any) -> float:
+    configured = app.conf.get("ops_outcomes_interval") or os.environ.get("OPS_OUTCOMES_INTERVAL")
+    try:
+        return max(0.1, float(configured or DEFAULT_OUTCOMES_INTERVAL))
+    except (TypeError, ValueError):
+        return DEFAULT_OUTCOMES_INTERVAL
+
+
+def _bucket(seconds: float) -> int:
+    for index, bound in enumerate(BUCKETS):
+        if seconds <= bound:
+            return index
+    return len(BUCKETS)
+
+
+class _Tally:
+    """What this process counted since its last report."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        # One id per process life: the monitor applies each report of it once.
+        self.process = f"{os.getpid()}-{os.urandom(6).hex()}"
+        self.seq = 0
+        self.counts: dict[tuple[int, str, str, str, str], int] = {}
+        # (minute, task, queue, "runtime" | "wait") -> [count per bucket..., sum]
+        self.histograms: dict[tuple[int, str, str, str], list[float]] = {}
+        self.requeues: list[dict[str, Any]] = []
+        self.dropped = 0
+        self.app: Any = None
+        self.thread: threading.Thread | None = None
+        self.stop = threading.Event()
+
+    def count(self, task: str, queue: str, event: str, exception: str = "") -> None:
+        key = (int(time.time() // 60), task, queue, event, exception)
+        with self.lock:
+            if key in self.counts:
+                self.counts[key] += 1
+            elif len(self.counts) < MAX_KEYS:
+                self.counts[key] = 1
+            else:
+                self.dropped += 1
+
+    def observe(self, task: str, queue: str, kind: str, seconds: float) -> None:
+        key = (int(time.time() // 60), task, queue, kind)
+        seconds = max(0.0, seconds)
+        with self.lock:
+            histogram = self.histograms.get(key)
+            if histogram is None:
+                if len(self.histograms) >= MAX_KEYS:
+                    self.dropped += 1
+                    return
+                histogram = self.histograms[key] = [0] * (len(BUCKETS) + 1) + [0.0]
+            histogram[_bucket(seconds)] += 1
+            histogram[-1] += seconds
+
+    def requeued(self, outcome: dict[str, Any]) -> None:
+        with self.lock:
+            if len(self.requeues) < MAX_REQUEUES:
+                self.requeues.append(outcome)
+            else:
+                self.dropped += 1
+
+    def take(self) -> dict[str, Any] | None:
+        """The report of what was counted since the last one (None if nothing was)."""
+        with self.lock:
+            if not (self.counts or self.histograms or self.requeues or self.dropped):
+                return None
+            counts, self.counts = self.counts, {}
+            histograms, self.histograms = self.histograms, {}
+            requeues, self.requeues = self.requeues, []
+            dropped, self.dropped = self.dropped, 0
+            self.seq += 1
+            seq = self.seq
+        return {
+            "type": "outcomes",
+            "v": OUTCOMES_VERSION,
+            "process": self.process,
+            "seq": seq,
+            "hostname": _worker_hostname() or f"producer@{_host()}",
+            "pid": os.getpid(),
+            "sent_at": time.time(),
+            "buckets": list(BUCKETS),
+            "counts": [[*key, n] for key, n in counts.items()],
+            "histograms": [[*key, h[:-1], h[-1]] for key, h in histograms.items()],
+            "requeues": requeues,
+            "dropped": dropped,
+        }
+
+    def give_back(self, report: dict[str, Any]) -> None:
+        """A report the broker did not take: counted again into the next one."""
+        with self.lock:
+            for *key, n in report["counts"]:
+                self.counts[tuple(key)] = self.counts.get(tuple(key), 0) + n
+            for *key, buckets, total in report["histograms"]:
+                mine = self.histograms.setdefault(tuple(key), [0] * (len(BUCKETS) + 1) + [0.0])
+                for index, n in enumerate(buckets):
+                    mine[index] += n
+                mine[-1] += total
+            self.requeues = (report["requeues"] + self.requeues)[:MAX_REQUEUES]
+            self.dropped += report["dropped"]
+
+    def ensure_reporting(self, app: Any) -> None:
+        """Start this process's reporter thread, once (and again after a fork)."""
+        if self.thread is not None:
+            return
+        with self.lock:
+            if self.thread is not None:
+                return
+            self.app = app
+            self.thread = threading.Thread(
+                target=self._report_loop, name="ops-outcomes", daemon=True
+            )
+            self.thread.start()
+
+    def _report_loop(self) -> None:
+        interval = _outcomes_interval(self.app)
+        while not self.stop.wait(interval):
+            self.report()
+
+    def report(self) -> None:
+        report = self.take()
+        if report is None or self.app is None:
+            return
+        try:
+            _publisher.publish(self.app, report, report="outcomes")
+        except Exception as exc:
+            logger.warning("deadletters: outcome report not published (%s); kept for later", exc)
+            self.give_back(report)
+
+
+_tally = _Tally()
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def _reset_tally_after_fork() -> None:
+    """A forked child (a pool process) counts and reports for itself."""
+    global _tally
+    _tally = _Tally()
+
+
+os.register_at_fork(after_in_child=_reset_tally_after_fork)
+
+
+def _header(ctx: Any, name: str) -> Any:
+    """A custom header of a task's request (Celery keeps them in ``headers``,
+    and in some versions on the request itself)."""
+    headers = getattr(ctx, "headers", None)
+    if isinstance(headers, Mapping) and name in headers:
+        return headers[name]
+    return getattr(ctx, name, None)
+
+
+def _queue_of(ctx: Any) -> str:
+    queue = _header(ctx, "x_queue")
+    if not queue:
+        delivery = getattr(ctx, "delivery_info", None) or {}
+        queue = delivery.get("routing_key") if isinstance(delivery, Mapping) else None
+    return str(queue or "")
+
+
+# Whether each app counts outcomes (``ops_outcomes``, or OPS_OUTCOMES=off in the
+# environment; on by default). The dashboard's own app says no: its requeues
+# are the dashboard's business, not a team's traffic.
+_counting: dict[int, bool] = {}
+
+
+def _counts_outcomes(app: Any) -> bool:
+    enabled = _counting.get(id(app))
+    if enabled is None:
+        configured = app.conf.get("ops_outcomes")
+        if configured is None:
+            configured = os.environ.get("OPS_OUTCOMES", "on").strip().lower()
+            configured = configured not in {"0", "false", "no", "off"}
+        enabled = _counting[id(app)] = bool(configured)
+    return enabled
+
+
+def _count(app: Any, task: str, queue: str, event: str, exception: str = "") -> None:
+    if not _counts_outcomes(app):
+        return
+    _tally.count(task, queue, event, exception)
+    _tally.ensure_reporting(app)
+
+
+@signals.before_task_publish.connect(weak=False, dispatch_uid="deadletters.hook.sent")
+def _count_sent(sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
+    try:
+        if sender and headers is not None:
+            _count(current_app, str(sender), str(headers.get("x_queue") or ""), "sent")
+    except Exception:
+        logger.exception("deadletters: could not count a sent task")
+
+
+@signals.task_received.connect(weak=False, dispatch_uid="deadletters.hook.outcome_received")
+def _count_received_outcome(request: Any = None, **_: Any) -> None:
+    try:
+        if request is not None:
+            headers = getattr(request, "request_dict", None) or {}
+            delivery = getattr(request, "delivery_info", None) or {}
+            queue = str(headers.get("x_queue") or delivery.get("routing_key") or "")
+            _count(request.task.app if request.task else current_app, request.name, queue,
+                   "received")  # fmt: skip
+    except Exception:
+        logger.exception("deadletters: could not count a received task")
+
+
+# Start of each task running in this process, by task id and thread (a retry
+# with no countdown may start on another thread before this run has ended):
+# (perf_counter, queue).
+_running: dict[tuple[str, int], tuple[float, str]] = {}
+
+
+@signals.task_prerun.connect(weak=False, dispatch_uid="deadletters.hook.prerun")
+def _on_prerun(sender: Task | None = None, task_id: str | None = None, **_: Any) -> None:
+    try:
+        if sender is None or not task_id:
+            return
+        if not _counts_outcomes(sender.app):
+            return
+        ctx = sender.request
+        queue = _queue_of(ctx)
+        _running[(task_id, threading.get_ident())] = (time.perf_counter(), queue)
+        _count(sender.app, sender.name, queue, "started")
+        sent_at = _header(ctx, "x_sent_at")
+        if isinstance(sent_at, int | float):
+            # Waiting for its eta or countdown is no queue wait.
+            eta = getattr(ctx, "eta", None)
+            ready_at = float(sent_at)
+            if eta:
+                with contextlib.suppress(ValueError, TypeError):
+                    moment = eta if isinstance(eta, datetime) else datetime.fromisoformat(eta)
+                    ready_at = max(ready_at, moment.timestamp())
+            _tally.observe(sender.name, queue, "wait", time.time() - ready_at)
+    except Exception:
+        logger.exception("deadletters: could not count a started task")
+
+
+def _finished(sender: Task, task_id: str, event: str, exception: str = "") -> None:
+    if not _counts_outcomes(sender.app):
+        return
+    key = (task_id, threading.get_ident())
+    started = _running.pop(key, None) if event != "retried" else _running.get(key)
+    queue = started[1] if started else _queue_of(_request_context(sender, task_id))
+    runtime = time.perf_counter() - started[0] if started else None
+    _count(sender.app, sender.name, queue, event, exception)
+    if runtime is not None and event != "retried":
+        _tally.observe(sender.name, queue, "runtime", runtime)
+    ctx = _request_context(sender, task_id)
+    requeued_from = _header(ctx, "x_requeued_from") if ctx is not None else None
+    if requeued_from:
+        _tally.requeued(
+            {
+                "task_id": task_id,
+                "requeued_from": str(requeued_from),
+                "state": event,
+                "at": time.time(),
+                "runtime": runtime,
+                "exception": exception,
+            }
+        )
+
+
+@signals.task_success.connect(weak=False, dispatch_uid="deadletters.hook.success")
+def _on_success(sender: Task | None = None, **_: Any) -> None:
+    try:
+        if sender is not None and sender.request.id:
+            _finished(sender, sender.request.id, "succeeded")
+    except Exception:
+        logger.exception("deadletters: could not count a succeeded task")
+
+
+@signals.task_failure.connect(weak=False, dispatch_uid="deadletters.hook.failed")
+def _on_failed(
+    sender: Task | None = None,
+    task_id: str | None = None,
+    exception: BaseException | None = None,
+    **_: Any,
+) -> None:
+    try:
+        if sender is not None and task_id:
+            _finished(sender, task_id, "failed", _exception_type(exception))
+    except Exception:
+        logger.exception("deadletters: could not count a failed task")
+
+
+@signals.task_retry.connect(weak=False, dispatch_uid="deadletters.hook.retried")
+def _on_retried(sender: Task | None = None, request: Any = None, **_: Any) -> None:
+    try:
+        task_id = getattr(request, "id", None)
+        if sender is not None and task_id:
+            _finished(sender, task_id, "retried")
+    except Exception:
+        logger.exception("deadletters: could not count a retried task")
+
+
+@signals.task_postrun.connect(weak=False, dispatch_uid="deadletters.hook.postrun")
+def _on_postrun(sender: Task | None = None, task_id: str | None = None, **_: Any) -> None:
+    """The runtime of a task that neither succeeded nor failed (a retry, an ignore)."""
+    try:
+        started = _running.pop((task_id or "", threading.get_ident()), None)
+        if sender is not None and started is not None:
+            _tally.observe(sender.name, started[1], "runtime", time.perf_counter() - started[0])
+    except Exception:
+        logger.exception("deadletters: could not time a task")
+
+
+@signals.task_rejected.connect(weak=False, dispatch_uid="deadletters.hook.outcome_rejected")
+def _on_rejected(message: Any = None, **_: Any) -> None:
+    try:
+        headers = getattr(message, "headers", None) or {}
+        delivery = getattr(message, "delivery_info", None) or {}
+        queue = str(headers.get("x_queue") or delivery.get("routing_key") or "")
+        _count(current_app, str(headers.get("task") or ""), queue, "rejected")
+    except Exception:
+        logger.exception("deadletters: could not count a rejected task")
+
+
+@signals.task_revoked.connect(weak=False, dispatch_uid="deadletters.hook.revoked")
+def _on_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
+    try:
+        if request is not None:
+            headers = getattr(request, "request_dict", None) or {}
+            delivery = getattr(request, "delivery_info", None) or {}
+            queue = str(headers.get("x_queue") or delivery.get("routing_key") or "")
+            app = getattr(sender, "app", None) or current_app
+            _count(app, str(getattr(request, "name", "") or ""), queue, "revoked")
+    except Exception:
+        logger.exception("deadletters: could not count a revoked task")
+
+
+def flush_outcomes() -> None:
+    """Report what this process counted now (at shutdown; tests)."""
+    try:
+        _tally.report()
+    except Exception:
+        logger.exception("deadletters: could not report outcomes")
+
+
+@signals.worker_process_shutdown.connect(weak=False, dispatch_uid="deadletters.hook.child_end")
+def _report_at_child_exit(**_: Any) -> None:
+    flush_outcomes()
+
+
+@signals.worker_shutdown.connect(weak=False, dispatch_uid="deadletters.hook.outcomes_end")
+def _report_at_shutdown(**_: Any) -> None:
+    flush_outcomes()

@@ -77,6 +77,11 @@ class DeadLetter(models.Model):
     state = models.CharField(max_length=20, choices=State.choices, default=State.OPEN)
     requeue_task_id = models.CharField(max_length=255, blank=True)
     requeued_at = models.DateTimeField(null=True, blank=True)
+    # What became of the requeued task, as the hook in the worker reported it
+    # (the latest of retried, succeeded, failed); empty while it has not run.
+    requeue_outcome = models.CharField(max_length=16, blank=True)
+    requeue_outcome_at = models.DateTimeField(null=True, blank=True)
+    requeue_runtime = models.FloatField(null=True, blank=True)
     requeued_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,

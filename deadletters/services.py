@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from dashboard import audit
@@ -138,3 +140,21 @@ def deadletter_discard(*, dead_letter: DeadLetter, user: User, reason: str = "")
             target_ids=[dead_letter.pk],
             reason=reason,
         )
+
+
+def record_requeue_outcomes(outcomes: Iterable[dict[str, Any]]) -> int:
+    """Note what became of requeued tasks (``task_id`` is the new id), the latest
+    report winning; returns the rows updated. A failure again also arrives as a
+    new dead letter, which links back to this one."""
+    updated = 0
+    for outcome in sorted(outcomes, key=lambda o: o["at"]):
+        updated += (
+            DeadLetter.objects.filter(requeue_task_id=outcome["task_id"])
+            .filter(Q(requeue_outcome_at__isnull=True) | Q(requeue_outcome_at__lte=outcome["at"]))
+            .update(
+                requeue_outcome=outcome["state"],
+                requeue_outcome_at=outcome["at"],
+                requeue_runtime=outcome["runtime"],
+            )
+        )
+    return updated

@@ -75,8 +75,11 @@ def open_reader() -> DepthReader:
 
 
 def is_plumbing(queue: str, exchange: str = "") -> bool:
+    """Queues of Celery's and the dashboard's own machinery, not a team's work
+    (the outcome reports' queue is drained by the monitor like the events)."""
     return (
         not queue
+        or queue == settings.OPS_OUTCOMES_QUEUE
         or queue.endswith(_PLUMBING_SUFFIXES)
         or queue.startswith(_PLUMBING_PREFIXES)
         or exchange.endswith(_PLUMBING_SUFFIXES)

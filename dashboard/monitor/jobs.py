@@ -1,24 +1,77 @@
 """What the monitor runs: the one place that wires the apps' work into it.
 
-The loop (``dashboard.monitor.loop``) stores what it drains from the
-dead-letter queue with ``store_dead_letters``; the scheduler runs
+The loop (``dashboard.monitor.loop``) drains the queues of ``ingested_streams``
+and stores each batch with its stream's function; the scheduler runs
 ``scheduled_jobs`` beside it. A capability that needs the monitor adds itself
 here, and nowhere else in the monitor.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from django.conf import settings
 
+from dashboard.broker.inbox import InboundMessage
 from dashboard.monitor.scheduler import Job
 from dashboard.queues.sampling import BrokerSampler, WorkerSampler
+from dashboard.tasks import outcomes
 from deadletters import bulk_runner, retention, search
 from deadletters.ingest import UNAVAILABLE, BatchResult, store_batch
 from deadletters.selectors import recent_queues
+from deadletters.services import record_requeue_outcomes
 
-__all__ = ["UNAVAILABLE", "BatchResult", "broker_sampler", "scheduled_jobs", "store_dead_letters"]
+__all__ = [
+    "UNAVAILABLE",
+    "BatchResult",
+    "Stream",
+    "broker_sampler",
+    "ingested_streams",
+    "scheduled_jobs",
+    "store_dead_letters",
+    "store_outcomes",
+]
+
+logger = logging.getLogger("dashboard.monitor")
 
 store_dead_letters = store_batch
+
+
+def store_outcomes(messages: list[InboundMessage]) -> BatchResult:
+    """Add the outcome reports up; note what became of requeued tasks; keep a
+    message that is no readable report as a quarantined dead letter."""
+    folded = outcomes.fold(messages)
+    if folded.requeues:
+        record_requeue_outcomes(folded.requeues)
+    result = BatchResult(received=len(messages), duplicates=folded.duplicates)
+    if folded.unreadable:
+        logger.warning("%d unreadable outcome reports kept as dead letters", len(folded.unreadable))
+        kept = store_batch(
+            [
+                dataclasses.replace(message, transport_error=f"unreadable outcome report: {why}")
+                for message, why in folded.unreadable
+            ]
+        )
+        result.stored, result.quarantined = kept.stored, kept.quarantined
+        result.duplicates += kept.duplicates
+    return result
+
+
+@dataclass(frozen=True)
+class Stream:
+    queue: str
+    store: Callable[[list[InboundMessage]], BatchResult]
+
+
+def ingested_streams() -> list[Stream]:
+    """The queues the monitor drains, each with what stores its batches."""
+    return [
+        Stream(settings.DEADLETTERS_QUEUE, store_dead_letters),
+        Stream(settings.OPS_OUTCOMES_QUEUE, store_outcomes),
+    ]
 
 
 def broker_sampler() -> BrokerSampler:
@@ -33,4 +86,5 @@ def scheduled_jobs() -> list[Job]:
         Job("search-index", 1.0, search.index_all_pending),
         Job("bulk-actions", 1.0, bulk_runner.run_pending),
         Job("retention", 600.0, retention.prune),
+        Job("outcomes-retention", 600.0, outcomes.prune),
     ]

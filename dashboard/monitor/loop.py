@@ -20,7 +20,13 @@ from django.db import DatabaseError, close_old_connections, connection
 from dashboard.broker import BROKER_ERRORS
 from dashboard.broker.inbox import Inbox, open_inbox
 from dashboard.logs import log_context, new_id
-from dashboard.monitor.jobs import UNAVAILABLE, BatchResult, scheduled_jobs, store_dead_letters
+from dashboard.monitor.jobs import (
+    UNAVAILABLE,
+    BatchResult,
+    Stream,
+    ingested_streams,
+    scheduled_jobs,
+)
 from dashboard.monitor.leader import open_lease
 from dashboard.monitor.scheduler import Scheduler
 from dashboard.monitor.status import INGEST_COLLECTOR, record_failure, record_success
@@ -47,7 +53,8 @@ class Totals(BatchResult):
 @dataclass
 class Monitor:
     stop: threading.Event = field(default_factory=threading.Event)
-    queue: str = field(default_factory=lambda: settings.DEADLETTERS_QUEUE)
+    # What it drains, and how each queue's batches are stored (dashboard.monitor.jobs).
+    streams: list[Stream] = field(default_factory=ingested_streams)
     batch_size: int = field(default_factory=lambda: settings.DEADLETTERS_BATCH_SIZE)
     lease_seconds: int = field(default_factory=lambda: settings.DEADLETTERS_LEASE_SECONDS)
     totals: Totals = field(default_factory=Totals)
@@ -56,7 +63,7 @@ class Monitor:
     def run(self, *, until_empty: bool = False) -> Totals:
         """Ingest and run the jobs until stopped.
 
-        With ``until_empty`` it only ingests, until the dead-letter queue is empty.
+        With ``until_empty`` it only ingests, until the queues it drains are empty.
         """
         scheduler = None
         if not until_empty:
@@ -69,19 +76,27 @@ class Monitor:
                 self.stop.set()
                 scheduler.join(10)
 
+    @property
+    def queues(self) -> list[str]:
+        return [stream.queue for stream in self.streams]
+
     def _ingest(self, *, until_empty: bool) -> Totals:
         backoff = 0.5
         while not self.stop.is_set():
-            inbox: Inbox | None = None
+            inboxes: list[tuple[Stream, Inbox]] = []
             try:
-                inbox = open_inbox(self.queue, lease_seconds=self.lease_seconds)
-                recovered = inbox.recover()
-                if recovered:
-                    logger.info(
-                        "returned %d dead letters of a vanished monitor to the queue", recovered
-                    )
+                for stream in self.streams:
+                    inbox = open_inbox(stream.queue, lease_seconds=self.lease_seconds)
+                    inboxes.append((stream, inbox))
+                    recovered = inbox.recover()
+                    if recovered:
+                        logger.info(
+                            "returned %d messages of a vanished monitor to %s",
+                            recovered,
+                            stream.queue,
+                        )
                 backoff = 0.5
-                if self._drain(inbox, until_empty=until_empty):
+                if self._drain(inboxes, until_empty=until_empty):
                     break
             except BROKER_ERRORS as exc:
                 logger.warning("broker unreachable (%s); retrying in %.1fs", exc, backoff)
@@ -95,7 +110,7 @@ class Monitor:
                 self._report(error=f"ingestion failed: {exc!r}")
                 backoff = self._back_off(backoff)
             finally:
-                if inbox is not None:
+                for _, inbox in inboxes:
                     try:
                         inbox.close()
                     except Exception as exc:
@@ -108,33 +123,39 @@ class Monitor:
         self.stop.wait(backoff)
         return min(backoff * 2, 10.0)
 
-    def _drain(self, inbox: Inbox, *, until_empty: bool) -> bool:
+    def _drain(self, inboxes: list[tuple[Stream, Inbox]], *, until_empty: bool) -> bool:
         """Returns True when the run is over (stopped, or empty in until_empty mode)."""
         next_recover = time.monotonic() + self.lease_seconds / 2
+        # The wait for a message is shared out: a turn of all the queues takes it.
+        wait = 0.5 / len(inboxes)
         while not self.stop.is_set():
             heartbeat()
-            messages = inbox.fetch(self.batch_size, wait=0.5)
-            if messages:
+            full = False
+            for stream, inbox in inboxes:
+                messages = inbox.fetch(self.batch_size, wait=wait)
+                if not messages:
+                    continue
                 # Every line about this batch, here and in ingest, carries its id.
                 with log_context(batch_id=new_id()[:16]):
-                    result = self._store(messages, inbox)
+                    result = self._store(stream, messages, inbox)
                     if result is None:
                         return True  # stopped while the database was away: not acked
                     inbox.ack()
                     logger.info(
-                        "batch of %d stored: %d new, %d duplicates, %d quarantined",
+                        "batch of %d from %s stored: %d new, %d duplicates, %d quarantined",
                         result.received,
+                        stream.queue,
                         result.stored,
                         result.duplicates,
                         result.quarantined,
                     )
-                if until_empty and len(messages) < self.batch_size:
-                    return True  # a short batch: the queue was empty
-            elif until_empty:
-                return True
+                full = full or len(messages) >= self.batch_size
+            if until_empty and not full:
+                return True  # no batch was full: the queues were empty
             self._report()
             if time.monotonic() >= next_recover:
-                inbox.recover()
+                for _, inbox in inboxes:
+                    inbox.recover()
                 next_recover = time.monotonic() + self.lease_seconds / 2
         return True
 
@@ -154,19 +175,22 @@ class Monitor:
         finally:
             _drop_old_connection()
 
-    def _store(self, messages: list, inbox: Inbox) -> BatchResult | None:
+    def _store(self, stream: Stream, messages: list, inbox: Inbox) -> BatchResult | None:
         """Store the batch, waiting out a database outage; None if stopped meanwhile."""
         backoff = 0.5
         while True:
             try:
-                result = store_dead_letters(messages)
+                result = stream.store(messages)
                 self.totals.add(result)
                 if result.quarantined:
                     logger.warning("quarantined %d unreadable messages", result.quarantined)
                 return result
             except UNAVAILABLE as exc:
                 logger.warning(
-                    "database unreachable (%s); holding %d dead letters", exc, len(messages)
+                    "database unreachable (%s); holding %d messages of %s",
+                    exc,
+                    len(messages),
+                    stream.queue,
                 )
                 _drop_old_connection()
                 inbox.heartbeat()

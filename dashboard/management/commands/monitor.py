@@ -53,7 +53,11 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
-        logger.info("monitor started: queue %r, batches of %d", monitor.queue, monitor.batch_size)
+        logger.info(
+            "monitor started: queues %s, batches of %d",
+            ", ".join(monitor.queues),
+            monitor.batch_size,
+        )
         totals = monitor.run(until_empty=options["until_empty"])
         logger.info(
             "monitor stopped: %d received, %d stored, %d duplicates, %d quarantined",
