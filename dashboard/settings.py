@@ -232,6 +232,9 @@ OPS_OUTCOMES_QUEUE = env_str("OPS_OUTCOMES_QUEUE", "ops.outcomes")
 # Per-minute outcomes are kept this long, per-hour ones this long.
 OUTCOMES_MINUTES_DAYS = env_int("OUTCOMES_MINUTES_DAYS", 7, minimum=1)
 OUTCOMES_HOURS_DAYS = env_int("OUTCOMES_HOURS_DAYS", 90, minimum=1)
+# Count the outcomes of workers without the hook from Celery's task events
+# (workers started with -E); workers that report for themselves are skipped.
+MONITOR_TASK_EVENTS = env_bool("MONITOR_TASK_EVENTS", True)
 
 # --- Dead letters ----------------------------------------------------------
 DEADLETTERS_QUEUE = env_str("DEADLETTERS_QUEUE", "deadletters")

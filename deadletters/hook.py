@@ -20,8 +20,16 @@ In a worker it also answers the dashboard monitor's ``ops_snapshot`` inspect
 command (stats, queues and tasks in one reply) and counts the tasks it
 received per queue, from which the monitor derives consumption rates.
 
+In every process that runs or sends tasks it counts their outcomes (sent,
+received, started, succeeded, failed, retried, rejected, revoked, runtime and
+queue wait) and reports what it counted as one message per process and
+interval to the ``ops.outcomes`` queue (docs/outcomes.md).
+
 Settings (the Celery app's config first, then the environment):
-``deadletters_queue`` / ``DEADLETTERS_QUEUE`` (default ``deadletters``).
+``deadletters_queue`` / ``DEADLETTERS_QUEUE`` (default ``deadletters``);
+``ops_outcomes`` / ``OPS_OUTCOMES`` (default on); ``ops_outcomes_interval`` /
+``OPS_OUTCOMES_INTERVAL`` (seconds, default 10); ``ops_outcomes_queue`` /
+``OPS_OUTCOMES_QUEUE`` (default ``ops.outcomes``).
 """
 
 from __future__ import annotations

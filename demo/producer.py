@@ -37,7 +37,11 @@ def send_poison_message() -> None:
 
 
 def one_round(n: int) -> None:
-    tasks.add.delay(n, n + 1)
+    # Steady traffic that succeeds, in bursts of varying size and runtime, so
+    # that the throughput and runtime charts move.
+    for i in range(random.randint(3, 12)):
+        tasks.add.delay(n, i)
+    tasks.long_running.delay(n, seconds=random.choice([0.02, 0.05, 0.2, 0.4, 1.2]))
     tasks.send_welcome_email.delay(n)
     tasks.flaky_sum.delay([n, n, n])
     if n % 2 == 0:

@@ -13,3 +13,8 @@ app.conf.update(task_default_queue="plain", worker_prefetch_multiplier=1)
 @app.task
 def ping() -> str:
     return "pong"
+
+
+@app.task
+def boom() -> None:
+    raise RuntimeError("boom")

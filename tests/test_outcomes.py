@@ -24,6 +24,7 @@ from dashboard.models import (
     TaskTotal,
 )
 from dashboard.tasks import outcomes
+from dashboard.tasks.events import EventCounter
 from deadletters import hook
 from deadletters.models import DeadLetter
 from demo.embedded_redis import EmbeddedRedis
@@ -250,3 +251,58 @@ def test_any_report_is_added_up_or_kept_never_raises(
         if not kept:
             assert OutcomeReporter.objects.exists()
         transaction.set_rollback(True)
+
+
+# --- workers without the hook: Celery's events ----------------------------------------
+
+
+@pytest.fixture
+def event_counter() -> Iterator[EventCounter]:
+    counter = EventCounter(grace=3.0)
+    counter()  # listening before the workers start
+    wait_until(counter.stream.listening.is_set, timeout=30)
+    yield counter
+    counter.close()
+
+
+def test_a_worker_without_the_hook_is_counted_from_its_events_once(
+    broker: redis.Redis, redis_server: EmbeddedRedis, event_counter: EventCounter
+) -> None:
+    """A plain worker with -E is counted from its events; a worker with the hook and
+    -E only from its reports."""
+    from demo import tasks
+    from tests import plain_worker_app
+
+    plain = start_worker(
+        redis_server.url, "evented", "-E", "-Q", "plain", app="tests.plain_worker_app"
+    )
+    hooked = start_worker(redis_server.url, "hooked", "-E", env=FAST)
+    try:
+        for _ in range(3):
+            plain_worker_app.ping.delay()
+        plain_worker_app.boom.delay()
+        for n in range(4):
+            tasks.add.delay(n, n)
+
+        def done() -> bool:
+            event_counter()
+            ingest()
+            return (
+                total("tests.plain_worker_app.ping", "succeeded") >= 3
+                and total("tests.plain_worker_app.boom", "failed") >= 1
+                and total("demo.tasks.add", "succeeded") >= 4
+            )
+
+        wait_until(done, timeout=60, interval=0.1)
+        # The hooked worker's last events wait out their grace: counted they would be now.
+        wait_until(lambda: event_counter() >= 0 and not event_counter.waiting, timeout=30)
+        ingest()
+    finally:
+        stop_worker(plain)
+        stop_worker(hooked)
+    assert total("tests.plain_worker_app.ping", "succeeded") == 3
+    assert total("tests.plain_worker_app.ping", "runtime") == 3
+    (failure,) = TaskFailureTotal.objects.filter(task="tests.plain_worker_app.boom")
+    assert failure.exception == "RuntimeError"
+    assert failure.hostname.startswith("evented@")
+    assert total("demo.tasks.add", "succeeded") == 4, "counted once, from the reports"

@@ -19,6 +19,7 @@ from dashboard.broker.inbox import InboundMessage
 from dashboard.monitor.scheduler import Job
 from dashboard.queues.sampling import BrokerSampler, WorkerSampler
 from dashboard.tasks import outcomes
+from dashboard.tasks.events import EventCounter
 from deadletters import bulk_runner, retention, search
 from deadletters.ingest import UNAVAILABLE, BatchResult, store_batch
 from deadletters.selectors import recent_queues
@@ -87,4 +88,5 @@ def scheduled_jobs() -> list[Job]:
         Job("bulk-actions", 1.0, bulk_runner.run_pending),
         Job("retention", 600.0, retention.prune),
         Job("outcomes-retention", 600.0, outcomes.prune),
+        *([Job("task-events", 1.0, EventCounter())] if settings.MONITOR_TASK_EVENTS else []),
     ]

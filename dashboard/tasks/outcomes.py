@@ -95,6 +95,19 @@ def fold(messages: list[InboundMessage], now: datetime | None = None) -> Folded:
     return folded
 
 
+def add_observed(
+    hostname: str,
+    counts: list[tuple[datetime, str, str, str, str, int]],
+    histograms: list[tuple[datetime, str, str, str, list[int], float]],
+    now: datetime | None = None,
+) -> None:
+    """Add outcomes the monitor observed itself (Celery's events of a worker
+    without the hook) as if that worker had reported them."""
+    report = _Report("", 0, hostname, None, counts, histograms, [])
+    with transaction.atomic():
+        _add(report, now or timezone.now())
+
+
 # --- reading a report: nothing in it is trusted ---------------------------------------
 
 
