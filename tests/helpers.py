@@ -67,9 +67,10 @@ def sample_until(
 
 
 def empty_queues(client: redis.Redis) -> None:
-    """Empty the dead-letter queue and the demo's."""
+    """Empty the dead-letter and outcome queues, and the demo's."""
     # Not FLUSHALL: the worker's exchange bindings live in Redis too.
     keys = list(client.scan_iter(match="deadletters*"))
+    keys += list(client.scan_iter(match="ops.outcomes*"))
     for queue in (*DEMO_QUEUES, "requeue-target"):
         keys += list(client.scan_iter(match=f"{queue}*"))
     if keys:

@@ -28,7 +28,14 @@ from dashboard.tasks.events import EventCounter
 from deadletters import hook
 from deadletters.models import DeadLetter
 from demo.embedded_redis import EmbeddedRedis
-from tests.helpers import WorkerProcess, ingest, start_worker, stop_worker, wait_until
+from tests.helpers import (
+    WorkerProcess,
+    empty_queues,
+    ingest,
+    start_worker,
+    stop_worker,
+    wait_until,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -306,3 +313,18 @@ def test_a_worker_without_the_hook_is_counted_from_its_events_once(
     assert failure.exception == "RuntimeError"
     assert failure.hostname.startswith("evented@")
     assert total("demo.tasks.add", "succeeded") == 4, "counted once, from the reports"
+
+
+def test_a_producer_counts_what_it_sends(broker: redis.Redis) -> None:
+    """This test process imports the demo app, and with it the hook: a producer."""
+    from demo import tasks
+
+    hook.flush_outcomes()  # what earlier tests sent, out of the way
+    empty_queues(broker)
+    for n in range(3):
+        tasks.send_welcome_email.delay(n)
+    hook.flush_outcomes()
+    ingest()
+    (row,) = TaskTotal.objects.filter(task="demo.tasks.send_welcome_email", sent__gt=0)
+    assert (row.sent, row.queue) == (3, "emails")
+    assert row.hostname.startswith("producer@")
