@@ -220,11 +220,6 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_step": 0.2,
     "interval_max": 0.5,
 }
-# The hook, which the dashboard loads for its contract, counts task outcomes
-# in every process of a team's app; the dashboard's own requeues are not a
-# team's traffic (Celery reads this as the app's ``ops_outcomes``).
-CELERY_OPS_OUTCOMES = False
-
 # --- Task outcomes (reported by the hook, added up by the monitor) ---------------
 # The queue the hook's outcome reports travel on (``ops_outcomes_queue`` on the
 # workers, or OPS_OUTCOMES_QUEUE in their environment).
@@ -244,6 +239,14 @@ DEADLETTERS_BATCH_SIZE = env_int("DEADLETTERS_BATCH_SIZE", 500, minimum=1)
 DEADLETTERS_INGEST_STUCK_AFTER = env_int("DEADLETTERS_INGEST_STUCK_AFTER", 120, minimum=1)
 # Rows a bulk action claims, publishes and confirms per transaction.
 DEADLETTERS_BULK_CHUNK = env_int("DEADLETTERS_BULK_CHUNK", 1000, minimum=1)
+# A bulk requeue of more rows than this starts with a canary of this many rows,
+# spread across the set, and stops if one fails again with the same error; a
+# canary whose outcomes are not all known within the timeout stops it too.
+DEADLETTERS_CANARY_ABOVE = env_int("DEADLETTERS_CANARY_ABOVE", 50, minimum=0)
+DEADLETTERS_CANARY_SIZE = env_int("DEADLETTERS_CANARY_SIZE", 5, minimum=1)
+DEADLETTERS_CANARY_TIMEOUT = env_int("DEADLETTERS_CANARY_TIMEOUT", 300, minimum=1)
+# A bulk action on more rows than this waits for a second operator (0: never).
+DEADLETTERS_APPROVAL_ABOVE = env_int("DEADLETTERS_APPROVAL_ABOVE", 0, minimum=0)
 # How long an ingesting monitor may stay silent before another one returns
 # the batch it held to the queue.
 DEADLETTERS_LEASE_SECONDS = env_int("DEADLETTERS_LEASE_SECONDS", 60, minimum=1)

@@ -34,6 +34,7 @@ Settings (the Celery app's config first, then the environment):
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import json
@@ -889,11 +890,23 @@ class _Tally:
         try:
             _publisher.publish(self.app, report, report="outcomes")
         except Exception as exc:
-            logger.warning("deadletters: outcome report not published (%s); kept for later", exc)
             self.give_back(report)
+            if not _exiting:  # the log may be gone already
+                logger.warning("deadletters: outcome report not published (%s); kept", exc)
 
 
 _tally = _Tally()
+_exiting = False
+
+
+def _at_exit() -> None:
+    """The interpreter is leaving: the reporter thread stops with it, quietly."""
+    global _exiting
+    _exiting = True
+    _tally.stop.set()
+
+
+atexit.register(_at_exit)
 
 
 def _host() -> str:
@@ -928,16 +941,17 @@ def _queue_of(ctx: Any) -> str:
     return str(queue or "")
 
 
-# Whether each app counts outcomes (``ops_outcomes``, or OPS_OUTCOMES=off in the
-# environment; on by default). The dashboard's own app says no: its requeues
-# are the dashboard's business, not a team's traffic.
+# Whether each app counts outcomes: its ``ops_outcomes``, else OPS_OUTCOMES in
+# the environment (on unless "off"). The dashboard's processes say off: their
+# requeues are the dashboard's business, not a team's traffic. A publish names
+# no app, so what is sent is counted by the environment alone.
 _counting: dict[int, bool] = {}
 
 
 def _counts_outcomes(app: Any) -> bool:
     enabled = _counting.get(id(app))
     if enabled is None:
-        configured = app.conf.get("ops_outcomes")
+        configured = app.conf.get("ops_outcomes") if app is not None else None
         if configured is None:
             configured = os.environ.get("OPS_OUTCOMES", "on").strip().lower()
             configured = configured not in {"0", "false", "no", "off"}
@@ -949,14 +963,14 @@ def _count(app: Any, task: str, queue: str, event: str, exception: str = "") -> 
     if not _counts_outcomes(app):
         return
     _tally.count(task, queue, event, exception)
-    _tally.ensure_reporting(app)
+    _tally.ensure_reporting(app if app is not None else current_app)
 
 
 @signals.before_task_publish.connect(weak=False, dispatch_uid="deadletters.hook.sent")
 def _count_sent(sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
     try:
         if sender and headers is not None:
-            _count(current_app, str(sender), str(headers.get("x_queue") or ""), "sent")
+            _count(None, str(sender), str(headers.get("x_queue") or ""), "sent")
     except Exception:
         logger.exception("deadletters: could not count a sent task")
 

@@ -4,6 +4,11 @@ No inspect broadcast, no broker round trip and no count over the dead-letter
 table: a handful of small reads of snapshots and counters. Because every web
 process reads the same database, the figures agree under gunicorn with any
 number of workers, and counters stay monotonic across restarts and pruning.
+
+Names and labels are celery-exporter's wherever it has the series, so that
+celery-mixin's dashboards and alerts work unchanged (tests/test_celery_mixin.py
+proves it against a real Prometheus); our own series use the same label names:
+``name`` (task), ``hostname`` (worker), ``queue_name``.
 """
 
 from __future__ import annotations
@@ -11,18 +16,65 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import datetime
+from itertools import accumulate
+from typing import Any
 
 from django.conf import settings
+from django.db.models import BigIntegerField, Sum
+from django.db.models.functions import Cast
 from django.utils import timezone
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
-from dashboard.models import CollectorStatus, QueueSnapshot, WorkerSnapshot
+from dashboard.models import (
+    BUCKET_COLUMNS,
+    OUTCOME_BUCKETS,
+    OUTCOME_EVENTS,
+    CollectorStatus,
+    QueueSnapshot,
+    TaskFailureTotal,
+    TaskTotal,
+    WorkerSnapshot,
+)
 from deadletters.models import DeadLetterStats
 
 # A collector whose last success is older than this many of its intervals is
 # reported as failing by celery_ops_broker_up.
 STALE_AFTER_INTERVALS = 3
+# With METRICS_PER_WORKER off, every worker's figures are summed under this
+# hostname, so that pods with churning names do not each make new series.
+ALL_WORKERS = "all"
+
+# celery_task_<event>_total, counted by the hook in every process.
+TASK_COUNTERS = {
+    "sent": "Tasks published by processes that import the hook.",
+    "received": "Tasks a worker received.",
+    "started": "Task runs started.",
+    "succeeded": "Task runs that succeeded.",
+    "failed": "Task runs that failed for good, by exception type.",
+    "retried": "Task runs that ended in a retry.",
+    "rejected": "Task messages a worker rejected.",
+    "revoked": "Tasks revoked before they ran.",
+}
+TASK_HISTOGRAMS = {
+    "runtime": ("celery_task_runtime", "Seconds each task run took."),
+    "wait": (
+        "celery_task_queue_wait_time",
+        "Seconds from a task's publish to its start, less any eta or countdown.",
+    ),
+}
+# The columns of TaskTotal a scrape reads, in this order after the three keys.
+TASK_COLUMNS = (
+    *OUTCOME_EVENTS,
+    *(column for kind in TASK_HISTOGRAMS for column in (*BUCKET_COLUMNS[kind], f"{kind}_sum")),
+)
+BUCKET_BOUNDS = (*map(floatToGoString, OUTCOME_BUCKETS), "+Inf")
 
 
 class StoredStateCollector(Collector):
@@ -32,24 +84,24 @@ class StoredStateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._queues()
         yield from self._workers()
+        yield from self._tasks()
         yield from self._dead_letters()
         yield from self._ops()
 
     def _queues(self) -> Iterator[Metric]:
         length = GaugeMetricFamily(
-            "celery_queue_length",
-            "Messages waiting in the queue, all priorities.",
-            labels=["queue"],
-        )
+            "celery_queue_length", "Messages waiting in the queue, all priorities.",
+            labels=["queue_name"],
+        )  # fmt: skip
         age = GaugeMetricFamily(
             "celery_queue_oldest_message_age_seconds",
             "Age of the oldest waiting message at the last sample, from its x_sent_at stamp;"
             " absent when unknown.",
-            labels=["queue"],
+            labels=["queue_name"],
         )
         consumers = GaugeMetricFamily(
-            "celery_queue_consumers", "Consumers of the queue.", labels=["queue"]
-        )
+            "celery_active_consumer_count", "Consumers of the queue.", labels=["queue_name"],
+        )  # fmt: skip
         consuming: dict[str, int] = defaultdict(int)
         for queues in WorkerSnapshot.objects.filter(online=True).values_list("queues", flat=True):
             for name in queues or []:
@@ -68,52 +120,145 @@ class StoredStateCollector(Collector):
         yield from (length, age, consumers)
 
     def _workers(self) -> Iterator[Metric]:
-        workers = list(
-            WorkerSnapshot.objects.only("hostname", "online", "active_count", "reserved_count")
-        )
+        rows = list(
+            WorkerSnapshot.objects.values_list("hostname", "online", "active_count",
+                                               "reserved_count")
+        )  # fmt: skip
         yield GaugeMetricFamily(
             "celery_workers_online",
             "Workers that answered within the offline grace period.",
-            value=sum(1 for w in workers if w.online),
+            value=sum(1 for _, online, _, _ in rows if online),
         )
-        if not settings.METRICS_PER_WORKER:
-            return
-        up = GaugeMetricFamily("celery_worker_up", "1 if the worker answers, else 0.",
-                               labels=["worker"])  # fmt: skip
+        up = GaugeMetricFamily(
+            "celery_worker_up", "1 if the worker answers, else 0 (summed: workers answering).",
+            labels=["hostname"],
+        )  # fmt: skip
         active = GaugeMetricFamily(
-            "celery_worker_active_tasks", "Tasks the worker is executing.", labels=["worker"]
-        )
+            "celery_worker_tasks_active", "Tasks the worker is executing.", labels=["hostname"],
+        )  # fmt: skip
         reserved = GaugeMetricFamily(
-            "celery_worker_reserved_tasks", "Tasks the worker has prefetched.", labels=["worker"]
-        )
-        # Forgotten workers are deleted by the sampler, so their series go with them.
-        for worker in workers:
-            up.add_metric([worker.hostname], 1 if worker.online else 0)
-            if worker.online:
-                active.add_metric([worker.hostname], worker.active_count)
-                reserved.add_metric([worker.hostname], worker.reserved_count)
+            "celery_worker_reserved_tasks", "Tasks the worker has prefetched.",
+            labels=["hostname"],
+        )  # fmt: skip
+        if settings.METRICS_PER_WORKER:
+            # Forgotten workers are deleted by the sampler, so their series go with them.
+            for hostname, online, active_count, reserved_count in rows:
+                up.add_metric([hostname], 1 if online else 0)
+                if online:
+                    active.add_metric([hostname], active_count)
+                    reserved.add_metric([hostname], reserved_count)
+        elif rows:
+            # Summed: "up" is then the number of workers that answer.
+            answering = [row for row in rows if row[1]]
+            up.add_metric([ALL_WORKERS], len(answering))
+            active.add_metric([ALL_WORKERS], sum(row[2] for row in answering))
+            reserved.add_metric([ALL_WORKERS], sum(row[3] for row in answering))
         yield from (up, active, reserved)
+
+    def _tasks(self) -> Iterator[Metric]:
+        """celery-exporter's task counters and histograms, from the totals the
+        monitor adds the hook's reports up into (one row per task, queue and worker)."""
+        labels = ["name", "hostname", "queue_name"]
+        counters = {
+            event: CounterMetricFamily(f"celery_task_{event}", text, labels=labels)
+            for event, text in TASK_COUNTERS.items()
+        }
+        counters["failed"] = CounterMetricFamily(
+            "celery_task_failed", TASK_COUNTERS["failed"],
+            labels=["name", "hostname", "exception", "queue_name"],
+        )  # fmt: skip
+        histograms = {
+            kind: HistogramMetricFamily(name, text, labels=labels)
+            for kind, (name, text) in TASK_HISTOGRAMS.items()
+        }
+        # Totals first, failures by exception second: a report folded in
+        # between can only raise the second, so the unclassified remainder
+        # below may lag for a scrape but never goes backwards.
+        rows, failure_rows = self._task_totals()
+        classified: dict[tuple[str, str, str], int] = defaultdict(int)
+        for task, queue, hostname, exception, count in failure_rows:
+            if not exception:
+                continue  # one series with exception="" below, whatever the rows say
+            counters["failed"].add_metric([task, hostname, exception, queue], count)
+            classified[(task, queue, hostname)] += count
+        events = len(OUTCOME_EVENTS)
+        width = len(BUCKET_BOUNDS) + 1  # the buckets and the sum
+        for task, queue, hostname, *values in rows:
+            for index, event in enumerate(OUTCOME_EVENTS):
+                if event != "failed":
+                    counters[event].add_metric([task, hostname, queue], values[index])
+            # Failures with no exception type, and a zero for every task as
+            # celery-exporter has, so that a success ratio always has its divisor.
+            failed = values[OUTCOME_EVENTS.index("failed")]
+            unclassified = max(0, failed - classified[(task, queue, hostname)])
+            counters["failed"].add_metric([task, hostname, "", queue], unclassified)
+            for offset, histogram in enumerate(histograms.values()):
+                start = events + offset * width
+                *per_bucket, total = values[start : start + width]
+                # Stored per bucket; a Prometheus bucket counts everything up to its bound.
+                buckets = list(zip(BUCKET_BOUNDS, accumulate(per_bucket), strict=True))
+                histogram.add_metric([task, hostname, queue], buckets, total)
+        yield from counters.values()
+        yield from histograms.values()
+
+    def _task_totals(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Rows of (task, queue, hostname, *TASK_COLUMNS) and of (task, queue,
+        hostname, exception, count): per worker, or summed over the workers."""
+        if settings.METRICS_PER_WORKER:
+            totals = TaskTotal.objects.order_by("task", "queue", "hostname").values_list(
+                "task", "queue", "hostname", *TASK_COLUMNS
+            )
+            failures = TaskFailureTotal.objects.order_by(
+                "task", "queue", "hostname", "exception"
+            ).values_list("task", "queue", "hostname", "exception", "count")
+            return list(totals), list(failures)
+        # Summed in the database. Cast: PostgreSQL's sum of bigints is a numeric.
+        sums = {
+            f"sum_{column}": Sum(column)
+            if column.endswith("_sum")
+            else Cast(Sum(column), BigIntegerField())
+            for column in TASK_COLUMNS
+        }
+        summed = (
+            TaskTotal.objects.order_by("task", "queue")
+            .values("task", "queue")
+            .annotate(**sums)
+            .values_list("task", "queue", *sums)
+        )
+        failed = (
+            TaskFailureTotal.objects.order_by("task", "queue", "exception")
+            .values("task", "queue", "exception")
+            .annotate(total=Cast(Sum("count"), BigIntegerField()))
+            .values_list("task", "queue", "exception", "total")
+        )
+        return (
+            [(task, queue, ALL_WORKERS, *values) for task, queue, *values in summed],
+            [(task, queue, ALL_WORKERS, exc, n) for task, queue, exc, n in failed],
+        )
 
     def _dead_letters(self) -> Iterator[Metric]:
         open_ = GaugeMetricFamily(
             "celery_deadletters_open", "Dead letters waiting for a decision.",
-            labels=["task", "queue"],
+            labels=["name", "queue_name"],
         )  # fmt: skip
         received = CounterMetricFamily(
-            "celery_deadletters_received", "Dead letters stored.", labels=["task", "queue"]
+            "celery_deadletters_received", "Dead letters stored.", labels=["name", "queue_name"]
         )
         requeued = CounterMetricFamily(
-            "celery_deadletters_requeued", "Dead letters requeued.", labels=["task"]
+            "celery_deadletters_requeued", "Dead letters requeued.", labels=["name"]
         )
         discarded = CounterMetricFamily(
-            "celery_deadletters_discarded", "Dead letters discarded.", labels=["task"]
+            "celery_deadletters_discarded", "Dead letters discarded.", labels=["name"]
         )
         per_task: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        for stats in DeadLetterStats.objects.all():
-            open_.add_metric([stats.task_name, stats.queue], max(stats.open, 0))
-            received.add_metric([stats.task_name, stats.queue], stats.received_total)
-            per_task[stats.task_name][0] += stats.requeued_total
-            per_task[stats.task_name][1] += stats.discarded_total
+        rows = DeadLetterStats.objects.order_by("task_name", "queue").values_list(
+            "task_name", "queue", "open", "received_total", "requeued_total", "discarded_total"
+        )
+        for task, queue, open_count, received_total, requeued_total, discarded_total in rows:
+            open_.add_metric([task, queue], max(open_count, 0))
+            received.add_metric([task, queue], received_total)
+            per_task[task][0] += requeued_total
+            per_task[task][1] += discarded_total
         for task, (requeued_total, discarded_total) in sorted(per_task.items()):
             requeued.add_metric([task], requeued_total)
             discarded.add_metric([task], discarded_total)

@@ -28,6 +28,8 @@ os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
 os.environ["SECURE_SSL_REDIRECT"] = "false"
 os.environ["SECURE_COOKIES"] = "false"
 os.environ["DEADLETTERS_LEASE_SECONDS"] = "2"
+# This process publishes the demo's tasks too: it counts them, as a producer does.
+os.environ["OPS_OUTCOMES"] = "on"
 
 from demo.embedded_redis import EmbeddedRedis  # noqa: E402
 
