@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, str] = {
     "console": "bench.console",
     "metrics": "bench.metrics",
     "sample": "bench.sample",
+    "outcomes": "bench.outcomes",
 }
 
 USAGE = (

@@ -13,12 +13,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max, QuerySet
+from django.db.models import Count, F, Max, QuerySet
 from django.http import QueryDict
+from django.utils import timezone
 
 from dashboard import audit
 from deadletters.filters import DeadLetterFilter
-from deadletters.models import BulkAction, DeadLetter
+from deadletters.models import ACTIVE, BulkAction, DeadLetter
 
 
 class InvalidFilter(ValueError):
@@ -106,6 +107,8 @@ def create(
     filter_query: str = "",
     selected_ids: list[int] | None = None,
     max_id: int | None = None,
+    skip_canary: bool = False,
+    rate: float | None = None,
 ) -> BulkAction:
     """Record what the operator asked for; the monitor carries it out.
 
@@ -124,8 +127,12 @@ def create(
         selected_ids=selected_ids,
         max_id=max_id,
         total=0,
+        skip_canary=skip_canary,
+        rate=rate,
     )
     bulk.total = open_count(target_rows(bulk))
+    if settings.DEADLETTERS_APPROVAL_ABOVE and bulk.total > settings.DEADLETTERS_APPROVAL_ABOVE:
+        bulk.state = BulkAction.State.APPROVAL
     with transaction.atomic():
         bulk.save()
         audit.record(
@@ -136,9 +143,98 @@ def create(
             target_filter=bulk.filter_query,
             count=bulk.total,
             reason=reason,
-            details={"bulk_action": bulk.pk, "filter": bulk.filter_description},
+            details={
+                "bulk_action": bulk.pk,
+                "filter": bulk.filter_description,
+                "skip_canary": skip_canary,
+                "rate": rate,
+                "needs_approval": bulk.state == BulkAction.State.APPROVAL,
+            },
         )
     return bulk
+
+
+# --- while it runs: pause, resume, cancel, approve ----------------------------------------
+
+
+class NotAllowedNow(Exception):
+    """The action is not in a state that allows this (said in words)."""
+
+
+def _change(
+    action: BulkAction, user: Any, verb: str, states: tuple[str, ...], **changes: Any
+) -> BulkAction:
+    with transaction.atomic():
+        if not BulkAction.objects.filter(pk=action.pk, state__in=states).update(**changes):
+            action.refresh_from_db()
+            raise NotAllowedNow(f"Not {verb}: the action is {action.get_state_display().lower()}.")
+        action.refresh_from_db()
+        audit.record(
+            user=user,
+            action=f"bulk_{verb}",
+            target_type="bulk_action",
+            target_ids=[action.pk],
+            count=action.total,
+            reason=action.reason,
+            details={"bulk_action": action.pk, "state": action.state},
+        )
+    return action
+
+
+def pause(action: BulkAction, *, user: Any) -> BulkAction:
+    """Hold a running action at its next chunk; ``resume`` carries it on from there."""
+    return _change(
+        action, user, "paused", tuple(ACTIVE), state=BulkAction.State.PAUSED, paused_from=F("state")
+    )
+
+
+def resume(action: BulkAction, *, user: Any) -> BulkAction:
+    return _change(
+        action, user, "resumed", (BulkAction.State.PAUSED,), state=F("paused_from"), paused_from=""
+    )
+
+
+def cancel(action: BulkAction, *, user: Any) -> BulkAction:
+    """Stop for good; what was requeued stays requeued, the rest stays open."""
+    waiting = (BulkAction.State.APPROVAL, BulkAction.State.PAUSED, *ACTIVE)
+    return _change(
+        action, user, "cancelled", waiting,
+        state=BulkAction.State.CANCELLED, finished_at=timezone.now(),
+    )  # fmt: skip
+
+
+class SamePerson(Exception):
+    pass
+
+
+def approve(action: BulkAction, *, user: Any) -> BulkAction:
+    """A second operator lets a very large action run; both names are in the audit."""
+    if action.created_by_id is not None and action.created_by_id == audit.user_id(user):
+        raise SamePerson("Another operator must approve what you asked for.")
+    return _change(
+        action, user, "approved", (BulkAction.State.APPROVAL,),
+        state=BulkAction.State.PENDING, approved_by_id=audit.user_id(user),
+        approved_at=timezone.now(),
+    )  # fmt: skip
+
+
+def outcome_counts(action: BulkAction) -> dict[str, int]:
+    """What became of the rows this action requeued, as the workers reported it."""
+    rows = DeadLetter.objects.filter(bulk_action=action, state=DeadLetter.State.REQUEUED)
+    counts = dict(
+        rows.order_by()
+        .values_list("requeue_outcome")
+        .annotate(n=Count("id"))
+        .values_list("requeue_outcome", "n")
+    )
+    failed_again = DeadLetter.objects.filter(requeued_from__bulk_action=action).count()
+    requeued = sum(counts.values())
+    return {
+        "requeued": requeued,
+        "succeeded": counts.get("succeeded", 0),
+        "failed_again": failed_again,
+        "not_run_yet": requeued - counts.get("succeeded", 0) - counts.get("failed", 0),
+    }
 
 
 def describe(filter_query: str) -> str:

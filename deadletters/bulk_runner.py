@@ -30,14 +30,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from dashboard import audit
 from dashboard.broker.publish import Published, publish_tasks
 from deadletters.aggregates import count_handled
-from deadletters.bulk import InvalidFilter, open_count, target_rows
-from deadletters.models import BulkAction, DeadLetter
+from deadletters.bulk import InvalidFilter, open_count, outcome_counts, target_rows
+from deadletters.models import ACTIVE, BulkAction, DeadLetter
 from deadletters.services import requeue_message
 
 logger = logging.getLogger("deadletters.bulk")
@@ -56,11 +56,7 @@ _ROW_FIELDS = (
 
 def run_pending() -> None:
     """The monitor's job: work on the oldest unfinished bulk action for a while."""
-    action = (
-        BulkAction.objects.filter(state__in=[BulkAction.State.PENDING, BulkAction.State.RUNNING])
-        .order_by("id")
-        .first()
-    )
+    action = BulkAction.objects.filter(state__in=ACTIVE).order_by("id").first()
     if action is None:
         return
     try:
@@ -70,7 +66,7 @@ def run_pending() -> None:
         # actions queued behind it.
         BulkAction.objects.filter(pk=action.pk).update(last_error=f"invalid filter: {exc}")
         _running(action).update(state=BulkAction.State.FAILED, finished_at=timezone.now())
-        BulkAction.objects.filter(pk=action.pk, state=BulkAction.State.PENDING).update(
+        BulkAction.objects.filter(pk=action.pk, state__in=ACTIVE).update(
             state=BulkAction.State.FAILED, finished_at=timezone.now()
         )
 
@@ -79,12 +75,16 @@ def run(action: BulkAction, *, seconds: float | None = None) -> BulkAction:
     """Carry ``action`` on for up to ``seconds`` (or to its end); returns it refreshed."""
     deadline = None if seconds is None else time.monotonic() + seconds
     if action.state == BulkAction.State.PENDING:
-        BulkAction.objects.filter(pk=action.pk).update(
-            state=BulkAction.State.RUNNING, started_at=timezone.now()
+        first = BulkAction.State.CANARY if _needs_canary(action) else BulkAction.State.RUNNING
+        BulkAction.objects.filter(pk=action.pk, state=BulkAction.State.PENDING).update(
+            state=first, started_at=timezone.now()
         )
     else:
         _settle_unconfirmed(action)
     action.refresh_from_db()
+    if action.state == BulkAction.State.CANARY:
+        _canary(action)
+        action.refresh_from_db()
     if action.state == BulkAction.State.RUNNING:
         if action.action == BulkAction.Action.REQUEUE:
             _requeue(action, deadline)
@@ -132,12 +132,17 @@ class _Chunk:
     last_id: int
 
 
+def _chunk_size(action: BulkAction) -> int:
+    """A second's worth of messages at the operator's rate, at the most a chunk."""
+    if action.rate:
+        return max(1, min(settings.DEADLETTERS_BULK_CHUNK, int(action.rate)))
+    return settings.DEADLETTERS_BULK_CHUNK
+
+
 def _next_chunk(action: BulkAction) -> _Chunk | None:
     """The rows after the cursor, or None at the end of the set."""
     rows = list(
-        target_rows(action)
-        .filter(pk__gt=action.cursor)
-        .only(*_ROW_FIELDS)[: settings.DEADLETTERS_BULK_CHUNK]
+        target_rows(action).filter(pk__gt=action.cursor).only(*_ROW_FIELDS)[: _chunk_size(action)]
     )
     if not rows:
         return None
@@ -182,8 +187,120 @@ def _discard(action: BulkAction, deadline: float | None) -> None:
 
 
 def _running(action: BulkAction) -> QuerySet[BulkAction]:
-    """The action while it runs: a superuser may stop it in the admin (state "failed")."""
+    """The action while it runs: paused, cancelled (or failed by a superuser in the
+    admin), it stops at the next chunk."""
     return BulkAction.objects.filter(pk=action.pk, state=BulkAction.State.RUNNING)
+
+
+# --- the canary ---------------------------------------------------------------------------
+#
+# A large requeue first requeues a few rows spread across its set, and waits
+# for what becomes of them (the hook reports each outcome; a failure again is a
+# new dead letter linked back). If one fails again with the same signature,
+# the fix did not work: the action stops, and the rest stay open, untouched.
+
+
+def _needs_canary(action: BulkAction) -> bool:
+    return (
+        action.action == BulkAction.Action.REQUEUE
+        and not action.skip_canary
+        and action.total > settings.DEADLETTERS_CANARY_ABOVE
+    )
+
+
+def _canary(action: BulkAction) -> None:
+    if action.canary_ids is None:
+        _publish_canary(action)
+        action.refresh_from_db()
+        if action.state != BulkAction.State.CANARY:
+            return
+    ids = action.canary_ids or []
+    repeats = DeadLetter.objects.filter(
+        requeued_from_id__in=ids, signature=F("requeued_from__signature")
+    )
+    repeated = repeats.values("requeued_from_id").distinct().count()
+    if repeated:
+        _conclude(
+            action,
+            BulkAction.State.STOPPED,
+            f"Stopped by the canary: {repeated} of {len(ids)} failed again with the same "
+            "error. The other rows were not touched and are still open.",
+        )
+        return
+    settled = (
+        DeadLetter.objects.filter(pk__in=ids)
+        .filter(Q(requeue_outcome="succeeded") | Q(requeued_as__isnull=False))
+        .distinct()
+        .count()
+    )
+    if settled >= len(ids):
+        succeeded = DeadLetter.objects.filter(pk__in=ids, requeue_outcome="succeeded").count()
+        _conclude(
+            action,
+            BulkAction.State.RUNNING,
+            f"The canary passed: {succeeded} of {len(ids)} succeeded"
+            + (f", {len(ids) - succeeded} failed with another error" if settled > succeeded else "")
+            + "; the rest followed.",
+        )
+        return
+    started = action.canary_started_at or timezone.now()
+    if (timezone.now() - started).total_seconds() > settings.DEADLETTERS_CANARY_TIMEOUT:
+        _conclude(
+            action,
+            BulkAction.State.STOPPED,
+            f"The canary did not finish: {settled} of {len(ids)} outcomes known after "
+            f"{settings.DEADLETTERS_CANARY_TIMEOUT} s. The other rows are still open.",
+        )
+
+
+def _spread(action: BulkAction) -> list[DeadLetter]:
+    """Up to DEADLETTERS_CANARY_SIZE requeueable open rows, spread across the set."""
+    rows = (
+        target_rows(action)
+        .filter(state=DeadLetter.State.OPEN, lossy=False, quarantine_reason="")
+        .exclude(task_name="")
+    )
+    count = rows.count()
+    size = min(settings.DEADLETTERS_CANARY_SIZE, count)
+    if not size:
+        return []
+    positions = sorted({round(i * (count - 1) / max(size - 1, 1)) for i in range(size)})
+    ids = [rows.values_list("pk", flat=True)[position] for position in positions]
+    return list(DeadLetter.objects.filter(pk__in=ids).order_by("pk").only(*_ROW_FIELDS))
+
+
+def _publish_canary(action: BulkAction) -> None:
+    letters = {d.pk: d for d in _spread(action)}
+    new_ids = {pk: str(uuid.uuid4()) for pk in letters}
+    with transaction.atomic():
+        claimed = _claim(action, new_ids)
+        # Named on the action in the claim's commit: a crash after it never
+        # publishes them again (pending), and their verdict is read from the rows.
+        if not BulkAction.objects.filter(pk=action.pk, state=BulkAction.State.CANARY).update(
+            canary_ids=claimed, pending_ids=claimed or None, canary_started_at=timezone.now()
+        ):
+            transaction.set_rollback(True)
+            return
+    if not claimed:
+        _conclude(action, BulkAction.State.RUNNING, "No row could be requeued first as a canary.")
+        return
+    for pk in claimed:
+        letters[pk].requeue_task_id = new_ids[pk]
+    canary = _Claim([letters[pk] for pk in claimed])
+    messages = [requeue_message(d, d.requeue_task_id) for d in canary.letters]
+    _confirm(action, canary, publish_tasks(messages), None)
+
+
+def _conclude(action: BulkAction, state: str, verdict: str) -> None:
+    """The canary's verdict: go on (running) or stop (with the rest still open)."""
+    if state == BulkAction.State.RUNNING:
+        BulkAction.objects.filter(pk=action.pk, state=BulkAction.State.CANARY).update(
+            state=state, verdict=verdict
+        )
+        return
+    BulkAction.objects.filter(pk=action.pk, state=BulkAction.State.CANARY).update(verdict=verdict)
+    action.refresh_from_db()
+    _finish(action, state=state)
 
 
 # --- requeue ------------------------------------------------------------------------------
@@ -211,11 +328,20 @@ def _requeue(action: BulkAction, deadline: float | None) -> None:
             if not current.letters:
                 _finish(action)  # the end of the set
                 return
+            sent_at = time.monotonic()
             messages = [requeue_message(d, d.requeue_task_id) for d in current.letters]
             publishing = publisher.submit(publish_tasks, messages)
             following = _claim_next(action, deadline, handing=False)
             if not _confirm(action, current, publishing.result(), following):
                 return
+            if action.rate:
+                # Not faster than the operator asked: a recovering dependency
+                # gets the messages spread out.
+                pause = sent_at + len(current.letters) / action.rate - time.monotonic()
+                if deadline is not None:
+                    pause = min(pause, deadline - time.monotonic())
+                if pause > 0:
+                    time.sleep(pause)
             current = following
 
 
@@ -374,9 +500,9 @@ RETURNING id
 
 def _finish(action: BulkAction, state: str = BulkAction.State.DONE) -> None:
     with transaction.atomic():
-        updated = BulkAction.objects.filter(pk=action.pk, state=BulkAction.State.RUNNING).update(
-            state=state, finished_at=timezone.now()
-        )
+        updated = BulkAction.objects.filter(
+            pk=action.pk, state__in=[BulkAction.State.RUNNING, BulkAction.State.CANARY]
+        ).update(state=state, finished_at=timezone.now())
         if not updated:
             return
         action.refresh_from_db()
@@ -394,5 +520,7 @@ def _finish(action: BulkAction, state: str = BulkAction.State.DONE) -> None:
                 "failed": action.failed,
                 "unconfirmed": action.unconfirmed,
                 "error": action.last_error,
+                "verdict": action.verdict,
+                **outcome_counts(action),
             },
         )

@@ -236,9 +236,14 @@ class BulkAction(models.Model):
         DISCARD = "discard", "Discard"
 
     class State(models.TextChoices):
+        APPROVAL = "approval", "Waiting for a second operator"
         PENDING = "pending", "Waiting for the monitor"
+        CANARY = "canary", "Canary running"
         RUNNING = "running", "Running"
+        PAUSED = "paused", "Paused"
         DONE = "done", "Done"
+        STOPPED = "stopped", "Stopped by its canary"
+        CANCELLED = "cancelled", "Cancelled"
         FAILED = "failed", "Failed"
 
     action = models.CharField(max_length=16, choices=Action.choices)
@@ -269,6 +274,21 @@ class BulkAction(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # A large requeue first requeues a few rows spread across the set, and
+    # goes on only when none of them failed again the same way.
+    skip_canary = models.BooleanField(default=False)
+    canary_ids = models.JSONField(null=True, blank=True, editable=False)
+    canary_started_at = models.DateTimeField(null=True, blank=True)
+    verdict = models.TextField(blank=True)
+    # Messages per second at the most (None: as fast as the broker takes them).
+    rate = models.FloatField(null=True, blank=True)
+    # Above DEADLETTERS_APPROVAL_ABOVE rows a second operator approves first.
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    approved_at = models.DateTimeField(null=True, blank=True)
+    # The state a paused action goes back to.
+    paused_from = models.CharField(max_length=16, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -290,7 +310,21 @@ class BulkAction(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.state in (self.State.DONE, self.State.FAILED)
+        return self.state in FINISHED
+
+    @property
+    def is_active(self) -> bool:
+        """Carried on by the monitor (pending, canary or running)."""
+        return self.state in ACTIVE
+
+
+FINISHED = (
+    BulkAction.State.DONE,
+    BulkAction.State.STOPPED,
+    BulkAction.State.CANCELLED,
+    BulkAction.State.FAILED,
+)
+ACTIVE = (BulkAction.State.PENDING, BulkAction.State.CANARY, BulkAction.State.RUNNING)
 
 
 class DeadLetterSearch(models.Model):

@@ -93,3 +93,25 @@ def import_upload(directory: str) -> None:
     the exception message holds a lone surrogate, which no database stores."""
     name = os.fsdecode(b"upload-\xff.csv")
     raise FileNotFoundError(f"cannot open {directory}/{name}")
+
+
+# Set in Redis by "the fix" (the tests, or by hand in the demo):
+#   redis-cli SET demo:inventory-fixed 1
+INVENTORY_FIXED_KEY = "demo:inventory-fixed"
+
+
+@app.task
+def sync_inventory(sku: str) -> str:
+    """Fails while the inventory service is "down", i.e. until the fix is deployed.
+
+    The switch lives in the Redis of the result backend (the broker's, on Redis).
+    """
+    import redis
+
+    client = redis.Redis.from_url(os.environ.get("CELERY_RESULT_BACKEND") or app.conf.broker_url)
+    try:
+        if not client.exists(INVENTORY_FIXED_KEY):
+            raise ConnectionError(f"inventory service unavailable for {sku}")
+    finally:
+        client.close()
+    return f"synced {sku}"
