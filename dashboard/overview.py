@@ -1,18 +1,84 @@
-"""The overview page's reads: the queues, the workers and the dead letters at a glance."""
+"""The overview page's reads: the state of the cluster at a glance, and why.
+
+The page polls every five seconds, so everything here is bounded: the
+snapshots the monitor keeps (one row per queue, worker, collector), the task
+outcomes of the last hour by minute (``TaskMinute``, at most 61 rows per
+aggregate), and of the dead letters only counters, the hourly group counts and
+a capped count of the last hour's open rows on its index.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Sum
+from django.urls import reverse
 from django.utils import timezone
 
-from dashboard.models import QueueSnapshot, WorkerSnapshot
-from dashboard.queues.selectors import Freshness, freshness
+from dashboard.models import CollectorStatus, WorkerSnapshot
+from dashboard.monitor.status import ingest_trouble
+from dashboard.queues.selectors import Freshness, QueueRow, queue_rows
+from dashboard.tasks import selectors as tasks
+from dashboard.templatetags.ops import percent
 from deadletters.models import DeadLetter, DeadLetterGroup, DeadLetterGroupHour
-from deadletters.selectors import Count, count_matching
+from deadletters.selectors import Count, count_matching, open_total
+
+HEALTHY, DEGRADED, FAILING = "healthy", "degraded", "failing"
+# A task failing more often than this over the last FAILURE_WINDOW degrades the cluster.
+FAILURE_RATIO = 0.05
+FAILURE_WINDOW = timedelta(minutes=10)
+# How many of each kind of reason the state names before it says "and N more".
+NAMED = 3
+BACKLOGS_SHOWN = 8
+GROUPS_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class Reason:
+    level: str
+    text: str
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class State:
+    level: str
+    reasons: list[Reason]
+
+    @property
+    def word(self) -> str:
+        return self.level.capitalize()
+
+
+def time_to_drain(depth: int | None, in_rate: float | None, out_rate: float | None) -> float | None:
+    """Seconds until a queue is empty at its current rates: 0 when it is,
+    ``math.inf`` when it does not drain (as much or more comes in than goes
+    out), None when the depth or the rates are not known."""
+    if depth is None:
+        return None
+    if depth == 0:
+        return 0.0
+    if in_rate is None or out_rate is None:
+        return None
+    net = out_rate - in_rate
+    return depth / net if net > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class Backlog:
+    queue: QueueRow
+    drain: float | None
+
+    @property
+    def growing(self) -> bool:
+        return _growth(self.queue) > 0
+
+    @property
+    def never_drains(self) -> bool:
+        return self.drain is not None and math.isinf(self.drain)
 
 
 @dataclass(frozen=True)
@@ -21,68 +87,243 @@ class TopGroup:
     count: int
     task_name: str
     exception_type: str
+    open: int = 0
+
+
+@dataclass
+class Throughput:
+    """The last hour of task outcomes, minute by minute, and the last ten minutes' rates."""
+
+    series: tasks.Series
+    succeeded_per_minute: float
+    failed_per_minute: float
+    wait_p95: float | None
+
+    @property
+    def failure_ratio(self) -> float | None:
+        finished = self.succeeded_per_minute + self.failed_per_minute
+        return self.failed_per_minute / finished if finished else None
 
 
 @dataclass(frozen=True)
 class Overview:
+    state: State
     queues: int
     backlog: int | None
     worst_queue: str
     worst_age: float | None
+    backlogs: list[Backlog]
     workers_online: int
     workers_seen_today: int
+    throughput: Throughput
     dead_letters_last_hour: Count
-    top_group: TopGroup | None
+    dead_letters_open: int
+    grown_groups: list[TopGroup]
     broker: Freshness
     workers: Freshness
+    failing_tasks: list[tasks.TaskFigures] = field(default_factory=list)
+
+    @property
+    def top_group(self) -> TopGroup | None:
+        return self.grown_groups[0] if self.grown_groups else None
 
 
 def overview(now: datetime | None = None) -> Overview:
     now = now or timezone.now()
     # Work waiting for Celery workers: the dead-letter queue is the monitor's.
-    snapshots = list(
-        QueueSnapshot.objects.exclude(name=settings.DEADLETTERS_QUEUE).values_list(
-            "name", "depth", "oldest_age"
-        )
-    )
-    depths = [depth for _, depth, _ in snapshots if depth is not None]
-    aged = [(age, name) for name, _, age in snapshots if age is not None]
+    rows = [row for row in queue_rows() if not row.is_dead_letter_queue]
+    depths = [row.depth for row in rows if row.depth is not None]
+    aged = [(row.oldest_age, row.name) for row in rows if row.oldest_age is not None]
     worst_age, worst_queue = max(aged) if aged else (None, "")
+    statuses = {
+        status.name: status
+        for status in CollectorStatus.objects.filter(name__in=("broker", "workers"))
+    }
+    broker = Freshness(statuses.get("broker"), settings.MONITOR_BROKER_INTERVAL, now)
+    workers = Freshness(statuses.get("workers"), settings.MONITOR_WORKERS_INTERVAL, now)
+    snapshots = list(
+        WorkerSnapshot.objects.filter(last_seen_at__gte=now - timedelta(days=1))
+        .order_by("hostname")
+        .values_list("hostname", "online", "last_seen_at")
+    )
+    online = sum(1 for _, is_online, _ in snapshots if is_online)
+    recent = tasks.recent_figures(now - FAILURE_WINDOW, now)
+    failing = sorted(
+        (task for task in recent if (task.failure_ratio or 0) > FAILURE_RATIO),
+        key=lambda task: (-(task.failure_ratio or 0), task.name),
+    )
     last_hour = DeadLetter.objects.filter(
         state=DeadLetter.State.OPEN, failed_at__gte=now - timedelta(hours=1)
     )
+    state = _state(
+        now=now,
+        broker=broker,
+        workers=workers,
+        online=online,
+        offline=[(host, seen) for host, is_online, seen in snapshots if not is_online],
+        queues=rows,
+        failing=failing,
+    )
     return Overview(
-        queues=len(snapshots),
+        state=state,
+        queues=len(rows),
         backlog=sum(depths) if depths else None,
         worst_queue=worst_queue,
         worst_age=worst_age,
-        workers_online=WorkerSnapshot.objects.filter(online=True).count(),
-        workers_seen_today=WorkerSnapshot.objects.filter(
-            last_seen_at__gte=now - timedelta(days=1)
-        ).count(),
+        backlogs=_backlogs(rows),
+        workers_online=online,
+        workers_seen_today=len(snapshots),
+        throughput=_throughput(now, recent),
         dead_letters_last_hour=count_matching(last_hour),
-        top_group=_top_group(now),
-        broker=freshness("broker", settings.MONITOR_BROKER_INTERVAL, now),
-        workers=freshness("workers", settings.MONITOR_WORKERS_INTERVAL, now),
+        dead_letters_open=open_total(),
+        grown_groups=_grown_groups(now),
+        broker=broker,
+        workers=workers,
+        failing_tasks=failing,
     )
 
 
-def _top_group(now: datetime) -> TopGroup | None:
-    """The group with the most failures in the last hour that still has open ones.
+def _state(
+    *,
+    now: datetime,
+    broker: Freshness,
+    workers: Freshness,
+    online: int,
+    offline: list[tuple[str, datetime]],
+    queues: list[QueueRow],
+    failing: list[tasks.TaskFigures],
+) -> State:
+    """Healthy, degraded or failing, with every reason, the worst first."""
+    reasons: list[Reason] = []
+    paused = [row.paused for row in queues if row.paused is not None]
+
+    def add(level: str, texts: list[tuple[str, str]], more: str) -> None:
+        reasons.extend(Reason(level, text, url) for text, url in texts[:NAMED])
+        if len(texts) > NAMED:
+            reasons.append(Reason(level, more.format(n=len(texts) - NAMED)))
+
+    queues_url, workers_url = reverse("queues"), reverse("workers")
+    # Failing: work cannot flow, or failures are not being collected.
+    if broker.failing_since is not None:
+        since = timezone.localtime(broker.failing_since)
+        add(FAILING, [(f"Broker unreachable since {since:%H:%M}.", queues_url)], "")
+    if workers.status is not None and workers.status.last_success_at and not online:
+        add(FAILING, [("No worker online.", workers_url)], "")
+    trouble = ingest_trouble(now)
+    if trouble:
+        add(FAILING, [(trouble, reverse("deadletters:list"))], "")
+    # Degraded: work flows, but something needs a look.
+    add(
+        DEGRADED,
+        [
+            (
+                f"{task.name or '(no name)'} failed {task.outcomes.failed:,} of"
+                f" {task.outcomes.finished:,} runs ({percent(task.failure_ratio)})"
+                f" in the last {FAILURE_WINDOW.seconds // 60} min.",
+                task.get_absolute_url(window="15m"),
+            )
+            for task in failing
+        ],
+        "{n} more tasks fail more than 5 % of their runs.",
+    )
+    add(
+        DEGRADED,
+        [
+            (
+                f"Queue {row.name}: {row.depth:,} waiting"
+                + (f", growing {growth:.1f}/s" if (growth := _growth(row)) > 0 else "")
+                + ", and no worker consumes it.",
+                queues_url,
+            )
+            for row in queues
+            if row.missing_consumer and row.depth is not None
+        ],
+        "{n} more queues have no consumer.",
+    )
+    add(
+        DEGRADED,
+        [
+            (f"Worker {host} offline since {timezone.localtime(seen):%H:%M}.", workers_url)
+            for host, seen in offline
+        ],
+        "{n} more workers offline.",
+    )
+    add(
+        DEGRADED,
+        [
+            (
+                f"Queue {pause.queue} paused"
+                + (f" by {pause.username}" if pause.username else "")
+                + f" since {timezone.localtime(pause.paused_at):%H:%M}.",
+                queues_url,
+            )
+            for pause in paused
+        ],
+        "{n} more queues paused.",
+    )
+    for name, fresh in (("Queues", broker), ("Workers", workers)):
+        if fresh.failing_since is not None:
+            continue  # said above
+        if fresh.status is None or fresh.status.last_success_at is None:
+            add(DEGRADED, [(f"{name} not sampled yet: is manage.py monitor running?", "")], "")
+        elif fresh.stale:
+            age = int(fresh.age or 0) // 60
+            add(
+                DEGRADED,
+                [(f"{name} last sampled {age} min ago: is manage.py monitor running?", "")],
+                "",
+            )
+    levels = {reason.level for reason in reasons}
+    level = FAILING if FAILING in levels else DEGRADED if DEGRADED in levels else HEALTHY
+    return State(level, reasons)
+
+
+def _growth(row: QueueRow) -> float:
+    """Messages per second the queue grows by (0 when it does not, or is not known to)."""
+    if row.in_rate is None or row.out_rate is None:
+        return 0.0
+    return max(row.in_rate - row.out_rate, 0.0)
+
+
+def _backlogs(rows: list[QueueRow]) -> list[Backlog]:
+    """Queues with messages waiting: the growing first, then the deepest."""
+    waiting = [
+        Backlog(row, time_to_drain(row.depth, row.in_rate, row.out_rate))
+        for row in rows
+        if row.depth
+    ]
+    waiting.sort(key=lambda b: (not b.growing, -(b.queue.depth or 0), b.queue.name))
+    return waiting[:BACKLOGS_SHOWN]
+
+
+def _throughput(now: datetime, recent: list[tasks.TaskFigures]) -> Throughput:
+    hour = tasks.series(tasks.WINDOWS["1h"], now=now)
+    minutes = recent[0].minutes if recent else 1.0
+    return Throughput(
+        series=hour,
+        succeeded_per_minute=sum(task.outcomes.succeeded for task in recent) / minutes,
+        failed_per_minute=sum(task.outcomes.failed for task in recent) / minutes,
+        wait_p95=tasks.totals(hour.points).wait_quantile(0.95),
+    )
+
+
+def _grown_groups(now: datetime) -> list[TopGroup]:
+    """The groups with the most failures in the last hour that still have open ones.
 
     From the hourly group counts kept at ingest: no grouping of the big table on
     a page that polls every five seconds.
     """
     since = (now - timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
     open_groups = DeadLetterGroup.objects.filter(open__gt=0).values("signature")
-    row = (
+    rows = list(
         DeadLetterGroupHour.objects.filter(hour__gte=since, signature__in=open_groups)
         .values("signature")
         .annotate(n=Sum("count"))
-        .order_by("-n")
-        .first()
+        .order_by("-n", "signature")[:GROUPS_SHOWN]
     )
-    if row is None:
-        return None
-    group = DeadLetterGroup.objects.get(signature=row["signature"])
-    return TopGroup(group.signature, int(row["n"]), group.task_name, group.exception_type)
+    groups = DeadLetterGroup.objects.in_bulk([row["signature"] for row in rows])
+    return [
+        TopGroup(group.signature, int(row["n"]), group.task_name, group.exception_type, group.open)
+        for row in rows
+        if (group := groups.get(row["signature"])) is not None
+    ]

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Max, QuerySet
+from django.db.models import F, Max, QuerySet
 from django.http import QueryDict
 from django.utils import timezone
 
@@ -216,25 +216,6 @@ def approve(action: BulkAction, *, user: Any) -> BulkAction:
         state=BulkAction.State.PENDING, approved_by_id=audit.user_id(user),
         approved_at=timezone.now(),
     )  # fmt: skip
-
-
-def outcome_counts(action: BulkAction) -> dict[str, int]:
-    """What became of the rows this action requeued, as the workers reported it."""
-    rows = DeadLetter.objects.filter(bulk_action=action, state=DeadLetter.State.REQUEUED)
-    counts = dict(
-        rows.order_by()
-        .values_list("requeue_outcome")
-        .annotate(n=Count("id"))
-        .values_list("requeue_outcome", "n")
-    )
-    failed_again = DeadLetter.objects.filter(requeued_from__bulk_action=action).count()
-    requeued = sum(counts.values())
-    return {
-        "requeued": requeued,
-        "succeeded": counts.get("succeeded", 0),
-        "failed_again": failed_again,
-        "not_run_yet": requeued - counts.get("succeeded", 0) - counts.get("failed", 0),
-    }
 
 
 def describe(filter_query: str) -> str:

@@ -21,6 +21,7 @@ before it answered are unconfirmed too.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -36,8 +37,9 @@ from django.utils import timezone
 from dashboard import audit
 from dashboard.broker.publish import Published, publish_tasks
 from deadletters.aggregates import count_handled
-from deadletters.bulk import InvalidFilter, open_count, outcome_counts, target_rows
+from deadletters.bulk import InvalidFilter, open_count, target_rows
 from deadletters.models import ACTIVE, BulkAction, DeadLetter
+from deadletters.selectors import requeue_outcomes
 from deadletters.services import requeue_message
 
 logger = logging.getLogger("deadletters.bulk")
@@ -521,6 +523,6 @@ def _finish(action: BulkAction, state: str = BulkAction.State.DONE) -> None:
                 "unconfirmed": action.unconfirmed,
                 "error": action.last_error,
                 "verdict": action.verdict,
-                **outcome_counts(action),
+                **dataclasses.asdict(requeue_outcomes(action)),
             },
         )

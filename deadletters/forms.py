@@ -52,6 +52,14 @@ class BulkActionForm(forms.Form):
         max_length=2000, error_messages={"required": "Say why: the reason goes into the audit."}
     )
     confirm = forms.CharField(required=False)
+    # A large requeue starts with a canary unless the operator says otherwise.
+    skip_canary = forms.BooleanField(required=False)
+    rate = forms.FloatField(
+        required=False,
+        min_value=0.1,
+        max_value=100_000,
+        error_messages={"min_value": "The rate is messages a second: at least 0.1."},
+    )
     # The newest id when the operator was asked to type the size: the set they counted.
     max_id = forms.IntegerField(
         required=False,

@@ -5,13 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
+from django.db import models
 from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from deadletters.models import DeadLetter, DeadLetterGroup, DeadLetterGroupHour, DeadLetterStats
+from deadletters.models import (
+    BulkAction,
+    DeadLetter,
+    DeadLetterGroup,
+    DeadLetterGroupHour,
+    DeadLetterStats,
+)
 
 COUNT_CAP = 10_000
 # Columns that lists and the history never show: deferred, they stay in the database.
@@ -181,3 +189,59 @@ def requeue_chain(dead_letter: DeadLetter) -> list[DeadLetter]:
         chain.append(nxt)
         node = nxt
     return chain
+
+
+# --- what became of requeued tasks ------------------------------------------------------
+
+
+def follow_up(dead_letter: DeadLetter, chain: list[DeadLetter]) -> DeadLetter | None:
+    """The dead letter its requeue ended in (failed again), from its chain
+    (``requeue_chain``, already read): no query of its own."""
+    return next((row for row in chain if row.requeued_from_id == dead_letter.pk), None)
+
+
+@dataclass(frozen=True)
+class RequeueOutcomes:
+    """What became of the tasks a bulk action requeued, as their workers reported."""
+
+    succeeded: int = 0
+    failed: int = 0
+    # Failed and retried by Celery: it runs again.
+    retrying: int = 0
+    not_run: int = 0
+
+    @property
+    def requeued(self) -> int:
+        return self.succeeded + self.failed + self.retrying + self.not_run
+
+    @property
+    def pending(self) -> int:
+        return self.retrying + self.not_run
+
+
+def failed_again_groups(action: BulkAction, limit: int = 20) -> list[dict[str, Any]]:
+    """The groups the action's requeued tasks fell into when they failed again."""
+    rows = (
+        DeadLetter.objects.filter(requeued_from__bulk_action=action)
+        .order_by()
+        .values("signature", "task_name", "exception_type")
+        .annotate(n=models.Count("pk"))
+        .order_by("-n")[:limit]
+    )
+    return [dict(row) for row in rows]
+
+
+def requeue_outcomes(action: BulkAction) -> RequeueOutcomes:
+    """One aggregate over the action's requeued rows, by reported outcome."""
+    counts = dict(
+        DeadLetter.objects.filter(bulk_action=action, state=DeadLetter.State.REQUEUED)
+        .order_by()
+        .values_list("requeue_outcome")
+        .annotate(n=models.Count("pk"))
+    )
+    return RequeueOutcomes(
+        succeeded=counts.get("succeeded", 0),
+        failed=counts.get("failed", 0),
+        retrying=counts.get("retried", 0),
+        not_run=counts.get("", 0),
+    )

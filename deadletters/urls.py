@@ -8,6 +8,7 @@ urlpatterns = [
     path("groups/", views.groups, name="groups"),
     path("bulk/", views.bulk_create, name="bulk_create"),
     path("bulk/<id:pk>/", views.bulk_detail, name="bulk"),
+    path("bulk/<id:pk>/<slug:verb>/", views.bulk_control, name="bulk_control"),
     path("<id:pk>/", views.detail, name="detail"),
     path("<id:pk>/requeue/", views.requeue, name="requeue"),
     path("<id:pk>/discard/", views.discard, name="discard"),

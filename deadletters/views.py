@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -11,9 +12,10 @@ from django.contrib.auth.decorators import permission_required
 from django.contrib.auth.mixins import PermissionRequiredMixin
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_filters.views import FilterView
 from django_htmx.http import HttpResponseClientRedirect
@@ -95,6 +97,8 @@ class DeadLetterListView(PermissionRequiredMixin, SingleTableMixin, FilterView):
             if not filterset.is_bound or filterset.is_valid()
             else None,
             confirm_above=settings.DEADLETTERS_CONFIRM_ABOVE,
+            canary_above=settings.DEADLETTERS_CANARY_ABOVE,
+            canary_size=settings.DEADLETTERS_CANARY_SIZE,
             task_names=selectors.distinct_stats("task_name"),
             queue_names=selectors.distinct_stats("queue"),
         )
@@ -127,17 +131,36 @@ def detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     dead_letter = get_object_or_404(
         DeadLetter.objects.select_related("requeued_by", "discarded_by", "requeued_from"), pk=pk
     )
-    return render(request, "deadletters/detail.html", _detail_context(dead_letter))
+    # htmx polls the actions while a requeued task has not finished.
+    return page_or_fragment(
+        request, "deadletters/detail.html", "actions", _detail_context(dead_letter)
+    )
+
+
+# A requeue's outcome is awaited (its actions polled) this long at most: a worker
+# without the hook never reports one.
+OUTCOME_AWAITED = timedelta(hours=1)
 
 
 def _detail_context(dead_letter: DeadLetter, **result: str) -> dict[str, Any]:
+    history = selectors.requeue_chain(dead_letter)
+    follow_up = selectors.follow_up(dead_letter, history)
+    awaited = (
+        dead_letter.state == DeadLetter.State.REQUEUED
+        and follow_up is None
+        and dead_letter.requeue_outcome in ("", "retried")
+        and dead_letter.requeued_at is not None
+        and timezone.now() - dead_letter.requeued_at < OUTCOME_AWAITED
+    )
     return {
         "dead_letter": dead_letter,
         "args_json": _pretty(redact(dead_letter.args)),
         "kwargs_json": _pretty(redact(dead_letter.kwargs)),
         "headers_json": _pretty(redact(dead_letter.headers)),
         "raw_json": redacted_raw(dead_letter.raw_body),
-        "history": selectors.requeue_chain(dead_letter),
+        "history": history,
+        "follow_up": follow_up,
+        "outcome_awaited": awaited,
         **result,
     }
 
@@ -253,16 +276,76 @@ def bulk_create(request: HtmxHttpRequest) -> HttpResponse:
         filter_query=data["filter_query"],
         selected_ids=scope_ids,
         max_id=max_id,
+        skip_canary=data["skip_canary"],
+        rate=data["rate"],
     )
     url = action.get_absolute_url()
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
-@permission_required("deadletters.view_deadletter", raise_exception=True)
-def bulk_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    action = get_object_or_404(BulkAction.objects.select_related("created_by"), pk=pk)
+def _bulk_context(request: HtmxHttpRequest, action: BulkAction) -> dict[str, Any]:
     list_url = reverse("deadletters:list") + (
         f"?{action.filter_query}" if action.filter_query else ""
     )
-    context = {"action": action, "list_url": list_url}
-    return page_or_fragment(request, "deadletters/bulk.html", "progress", context)
+    requeue = action.action == BulkAction.Action.REQUEUE
+    outcomes = selectors.requeue_outcomes(action) if requeue else None
+    # Outcomes go on arriving once the action is done: their part polls on while
+    # some have not run, for as long as one is awaited.
+    awaited = outcomes is not None and (
+        not action.is_finished
+        or (
+            outcomes.pending > 0
+            and action.finished_at is not None
+            and timezone.now() - action.finished_at < OUTCOME_AWAITED
+        )
+    )
+    may_act = request.user.has_perm(f"deadletters.{action.action}_deadletter")
+    return {
+        "action": action,
+        "list_url": list_url,
+        "outcomes": outcomes,
+        "outcome_awaited": awaited,
+        "failed_again": selectors.failed_again_groups(action) if requeue else [],
+        "may_act": may_act,
+        "may_approve": may_act and action.created_by_id != request.user.pk,
+    }
+
+
+@permission_required("deadletters.view_deadletter", raise_exception=True)
+def bulk_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    action = get_object_or_404(
+        BulkAction.objects.select_related("created_by", "approved_by"), pk=pk
+    )
+    context = _bulk_context(request, action)
+    outcomes = context["outcomes"]
+    part = "outcomes" if outcomes and request.htmx.target == "requeue-outcomes" else "progress"
+    return page_or_fragment(request, "deadletters/bulk.html", part, context)
+
+
+BULK_CONTROLS = {
+    "pause": bulk.pause,
+    "resume": bulk.resume,
+    "cancel": bulk.cancel,
+    "approve": bulk.approve,
+}
+
+
+@require_POST
+def bulk_control(request: HtmxHttpRequest, pk: int, verb: str) -> HttpResponse:
+    """Pause, resume, cancel or (a second operator) approve a bulk action."""
+    act = BULK_CONTROLS.get(verb)
+    action = get_object_or_404(BulkAction, pk=pk)
+    if act is None:
+        raise Http404(f"no control {verb!r}")
+    if not request.user.has_perm(f"deadletters.{action.action}_deadletter"):
+        raise PermissionDenied
+    status, result = 200, {}
+    try:
+        action = act(action, user=request.user)
+        result["notice"] = f"{action.get_state_display()}."
+    except (bulk.NotAllowedNow, bulk.SamePerson) as exc:
+        status, result["error"] = 409, str(exc)
+    context = {**_bulk_context(request, action), **result}
+    return action_response(
+        request, "deadletters/bulk.html", "progress", context, back=action, status=status
+    )

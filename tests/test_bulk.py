@@ -35,6 +35,14 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture(autouse=True)
+def no_canary(settings: Any) -> None:
+    """These tests are about chunks, claims and confirmations; the canary that a
+    large requeue starts with has its own module (test_bulk_canary.py)."""
+    settings.DEADLETTERS_CANARY_ABOVE = 10**9
+
+
 TARGET = "requeue-target"
 
 
@@ -427,7 +435,7 @@ def test_a_monitor_killed_mid_requeue_resumes_without_publishing_twice(
     )
 
     # Small chunks: the run takes hundreds of them, so the kill lands while it goes on.
-    chunk = {"DEADLETTERS_BULK_CHUNK": "10"}
+    chunk = {"DEADLETTERS_BULK_CHUNK": "10", "DEADLETTERS_CANARY_ABOVE": str(10**9)}
 
     def some_done_but_not_all() -> bool:
         row = BulkAction.objects.get(pk=action.pk)

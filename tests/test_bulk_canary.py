@@ -14,7 +14,7 @@ from django.contrib.auth.models import User
 from kombu import Connection
 
 from dashboard.models import AuditEvent
-from deadletters import bulk, bulk_runner
+from deadletters import bulk, bulk_runner, selectors
 from deadletters.models import BulkAction, DeadLetter
 from demo.embedded_redis import EmbeddedRedis
 from tests.helpers import (
@@ -99,22 +99,22 @@ def test_a_fix_that_did_not_work_stops_at_the_canary_and_one_that_did_goes_throu
     assert set(old.exclude(state=DeadLetter.State.OPEN).values_list("pk", flat=True)) == canary
     again = DeadLetter.objects.filter(requeued_from_id__in=canary)
     assert again.count() == 5
-    assert bulk.outcome_counts(action)["failed_again"] == 5
+    assert selectors.requeue_outcomes(action).failed == 5
+    assert [g["n"] for g in selectors.failed_again_groups(action)] == [5]
     finished = AuditEvent.objects.get(action="bulk_requeue_finished")
-    assert finished.details["failed_again"] == 5
+    assert finished.details["failed"] == 5
     assert "Stopped by the canary" in finished.details["verdict"]
 
     broker.set(FIXED, "1")  # the real fix
     action = requeue_all(operator)
     assert action.total == 200, "195 untouched and the canary's 5 new failures"
     action = carry_on(
-        action, lambda a: a.is_finished and bulk.outcome_counts(a)["not_run_yet"] == 0
+        action, lambda a: a.is_finished and selectors.requeue_outcomes(a).pending == 0
     )
     assert action.state == BulkAction.State.DONE
     assert "The canary passed: 5 of 5 succeeded" in action.verdict
-    assert bulk.outcome_counts(action) == {
-        "requeued": 200, "succeeded": 200, "failed_again": 0, "not_run_yet": 0,
-    }  # fmt: skip
+    outcomes = selectors.requeue_outcomes(action)
+    assert (outcomes.requeued, outcomes.succeeded, outcomes.failed) == (200, 200, 0)
 
 
 @pytest.mark.django_db
@@ -193,7 +193,15 @@ def test_a_monitor_killed_during_the_canary_neither_republishes_nor_loses_its_ve
     env = {"DEADLETTERS_CANARY_ABOVE": "50", "DEADLETTERS_CANARY_SIZE": "5"}
     monitor, _ = start_monitor(**env)
     try:
-        wait_until(lambda: BulkAction.objects.get(pk=action.pk).canary_ids is not None, timeout=60)
+        # The canary is out (claimed, published, confirmed): the monitor waits for
+        # what becomes of it when it is killed.
+        wait_until(
+            lambda: (
+                (row := BulkAction.objects.get(pk=action.pk)).canary_ids is not None
+                and row.pending_ids is None
+            ),
+            timeout=60,
+        )
     finally:
         monitor.send_signal(signal.SIGKILL)
         monitor.wait()
@@ -254,11 +262,11 @@ def test_the_canary_on_rabbitmq_stops_then_goes_through(
         wait_until(
             lambda: (
                 BulkAction.objects.get(pk=fixed.pk).is_finished
-                and bulk.outcome_counts(fixed)["not_run_yet"] == 0
+                and selectors.requeue_outcomes(fixed).pending == 0
             ),
             timeout=120,
         )
-        assert bulk.outcome_counts(fixed)["succeeded"] == 60
+        assert selectors.requeue_outcomes(fixed).succeeded == 60
     finally:
         monitor.terminate()
         monitor.wait(20)

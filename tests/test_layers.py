@@ -10,8 +10,11 @@ naming the module and the import.
                        the apps (deadletters, the queue pages' samplers)
     dashboard.queues   the queue and worker pages; of the monitor, only the
                        collector status it records
+    dashboard.tasks    the task outcomes and their pages; nothing of the
+                       monitor, and of deadletters only its selectors: a task's
+                       page lists the task's open failure groups
     who imports deadletters: itself, the monitor's job list, the overview,
-                       the urls and metrics
+                       the task pages (selectors only), the urls and metrics
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ OURS = (*PACKAGES, "demo", "tests", "bench")
 DEADLETTERS_IMPORTERS = (
     "dashboard.monitor.jobs",
     "dashboard.overview",
+    "dashboard.tasks",
     "dashboard.urls",
     "metrics",
 )
@@ -113,6 +117,16 @@ def crossing(module: str, imported: str) -> str | None:
             "the queue pages know of the monitor only the collector status",
         ),
         (
+            within(module, "dashboard.tasks")
+            and within(imported, "deadletters")
+            and not within(imported, "deadletters.selectors"),
+            "the task pages read of deadletters only its selectors (a task's failure groups)",
+        ),
+        (
+            within(module, "dashboard.tasks") and within(imported, "dashboard.monitor"),
+            "the task room knows nothing of the monitor: its job list calls the task room",
+        ),
+        (
             within(module, "dashboard.monitor")
             and not within(module, "dashboard.monitor.jobs")
             and within(imported, "dashboard.queues", "dashboard.views", "metrics"),
@@ -159,6 +173,17 @@ def test_no_module_crosses_a_layer() -> None:
         ("dashboard.monitor.loop", "from dashboard.queues import sampling", "job list"),
         ("dashboard.queues.views", "from dashboard.monitor.leader import Lease", "status"),
         ("dashboard.health", "import demo.embedded_redis", "demo"),
+        (
+            "dashboard.tasks.views",
+            "from deadletters.models import DeadLetter",
+            "only its selectors",
+        ),
+        ("dashboard.tasks.selectors", "from deadletters import bulk", "only its selectors"),
+        (
+            "dashboard.tasks.outcomes",
+            "from dashboard.monitor import jobs",
+            "nothing of the monitor",
+        ),
         ("deadletters.hook", "import django", "standard library"),
         ("deadletters.hook", "def f():\n    import redis", "standard library"),
     ],
@@ -178,6 +203,8 @@ def test_a_crossing_fails_naming_the_import(module: str, source: str, why: str) 
         ("deadletters.services", "from dashboard.broker.publish import publish_task"),
         ("deadletters.hook", "from kombu import Connection\nimport json"),
         ("metrics.collector", "from deadletters.models import DeadLetterStats"),
+        ("dashboard.tasks.views", "from deadletters.selectors import failure_groups"),
+        ("dashboard.monitor.jobs", "from dashboard.tasks import outcomes"),
     ],
 )
 def test_imports_within_the_layers_pass(module: str, source: str) -> None:

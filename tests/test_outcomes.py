@@ -325,8 +325,8 @@ def test_a_producer_counts_what_it_sends(broker: redis.Redis) -> None:
         tasks.send_welcome_email.delay(n)
     hook.flush_outcomes()
     ingest()
-    (row,) = TaskTotal.objects.filter(
-        task="demo.tasks.send_welcome_email", sent__gt=0
-    ).values_list("sent", "queue", "hostname")
+    (row,) = TaskTotal.objects.filter(task="demo.tasks.send_welcome_email", sent__gt=0).values_list(
+        "sent", "queue", "hostname"
+    )
     assert row[:2] == (3, "emails")
     assert row[2].startswith("producer@")

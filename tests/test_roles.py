@@ -11,6 +11,7 @@ from django.utils import timezone
 from dashboard.models import WorkerSnapshot
 from deadletters.models import BulkAction
 from tests.helpers import make_dead_letter, make_user
+from tests.outcome_reports import fold, runs
 
 pytestmark = pytest.mark.django_db
 
@@ -40,6 +41,7 @@ def urls() -> dict[str, tuple[str, str]]:
         hostname="w1@host", first_seen_at=timezone.now(), last_seen_at=timezone.now()
     )
     bulk = BulkAction.objects.create(action="discard", reason="r", max_id=0, total=0)
+    fold(runs("demo.tasks.add", succeeded=1))
     host, pk = worker.hostname, dead_letter.pk
     return {
         "overview": (reverse("overview"), "get"),
@@ -53,6 +55,8 @@ def urls() -> dict[str, tuple[str, str]]:
         "worker_pool": (reverse("worker_pool", args=[host]), "post"),
         "worker_autoscale": (reverse("worker_autoscale", args=[host]), "post"),
         "task_revoke": (reverse("task_revoke"), "post"),
+        "tasks": (reverse("tasks"), "get"),
+        "task_detail": (reverse("task_detail", args=["demo.tasks.add"]), "get"),
         "deadletters:list": (reverse("deadletters:list"), "get"),
         "deadletters:groups": (reverse("deadletters:groups"), "get"),
         "deadletters:detail": (reverse("deadletters:detail", args=[pk]), "get"),
@@ -61,6 +65,10 @@ def urls() -> dict[str, tuple[str, str]]:
         "deadletters:edit": (reverse("deadletters:edit", args=[pk]), "get"),
         "deadletters:bulk_create": (reverse("deadletters:bulk_create"), "post"),
         "deadletters:bulk": (reverse("deadletters:bulk", args=[bulk.pk]), "get"),
+        "deadletters:bulk_control": (
+            reverse("deadletters:bulk_control", args=[bulk.pk, "pause"]),
+            "post",
+        ),
     }
 
 

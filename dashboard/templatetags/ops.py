@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +11,8 @@ from django import template
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+
+from dashboard.models import OUTCOME_BUCKETS
 
 register = template.Library()
 
@@ -65,6 +68,77 @@ def rate(value: float | None) -> str:
     return f"{value:.1f}/s"
 
 
+@register.filter
+def seconds(value: float | None) -> str:
+    """A short duration with the precision it deserves: 4 ms, 35 ms, 0.4 s, 2.25 s, 12.5 s, 3 min;
+    '' for None. A value at the top histogram bound is "at least" that (``≥ 10 s``)."""
+    if value is None:
+        return ""
+    if value >= OUTCOME_BUCKETS[-1]:
+        return f"≥ {OUTCOME_BUCKETS[-1]:g} s"
+    if value < 0.01:
+        return f"{value * 1000:.1f} ms".replace(".0 ms", " ms")
+    if value < 0.1:
+        return f"{value * 1000:.0f} ms"
+    if value < 60:
+        text = f"{value:.2f}" if value < 10 else f"{value:.1f}"
+        return text.rstrip("0").rstrip(".") + " s"
+    return duration(value)
+
+
+@register.filter
+def percent(ratio: float | None) -> str:
+    """0.123 as '12 %', small ratios with a decimal ('0.4 %'); '' for None."""
+    if ratio is None:
+        return ""
+    value = ratio * 100
+    if value == 0:
+        return "0 %"
+    return f"{value:.1f} %" if value < 10 else f"{value:.0f} %"
+
+
+@register.filter
+def per_minute(value: float | None) -> str:
+    if value is None:
+        return ""
+    if value >= 100:
+        return f"{value:,.0f}/min"
+    return f"{value:.1f}/min".replace(".0/min", "/min")
+
+
+@register.filter
+def peak(points: Sequence[tuple[float, float]]) -> float | None:
+    """The highest value of a chart's (at, value) points, for its legend."""
+    return max((value for _, value in points), default=None)
+
+
+def _figure(value: float) -> str:
+    """A chart's peak, as a person reads it."""
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def _line(points: Sequence[tuple[float, float]], span: float, top: float, width: int, height: int,
+          css: str) -> SafeString:  # fmt: skip
+    xy = [
+        (
+            round(min(max(at, 0.0), span) / span * width, 1),
+            round(height - 1 - value / top * (height - 2), 1),
+        )
+        for at, value in points
+    ]
+    if len(xy) == 1:
+        xy.insert(0, (0.0, xy[0][1]))
+    return format_html(
+        '<polyline{} points="{}"/>',
+        format_html(' class="{}"', css) if css else "",
+        format_html_join(" ", "{},{}", xy),
+    )
+
+
 @register.simple_tag
 def chart(
     series: list[Any],
@@ -74,20 +148,31 @@ def chart(
     current: int | None = None,
     width: int = CHART_WIDTH,
     height: int = CHART_HEIGHT,
+    second: list[Any] | None = None,
+    second_label: str = "",
+    span: float = CHART_SECONDS,
+    kind: str = "",
 ) -> SafeString:
     """A small inline SVG chart, server-rendered: nothing but numbers in the markup.
 
-    As a line (a queue's depth): ``series`` holds (seconds into the last hour,
-    value) and ``current``, when known, is drawn at the right edge. As ``bars``
-    (failures per hour): ``series`` holds one value a bar, oldest first.
+    As a line (a queue's depth): ``series`` holds (seconds into the window,
+    value) and ``current``, when known, is drawn at the right edge; ``span`` is
+    the window in seconds (the last hour unless said). ``second``, of the same
+    shape, is drawn on the same scale as a second line (failed beside
+    succeeded, p95 beside p50): the page's legend names the two, by colour and
+    in words. As ``bars`` (failures per hour): ``series`` holds one value a
+    bar, oldest first. ``kind`` is a class the stylesheet colours by
+    (``throughput``, ``latency``); a wide chart scales to its box.
     """
+    span = float(span) or CHART_SECONDS
     if bars:
-        points = [(i * CHART_SECONDS / max(len(series), 1), int(v)) for i, v in enumerate(series)]
+        points = [(i * span / max(len(series), 1), int(v)) for i, v in enumerate(series)]
     else:
-        points = list(series) + ([(CHART_SECONDS, current)] if current is not None else [])
-    if not points:
+        points = list(series) + ([(span, current)] if current is not None else [])
+    others = list(second or [])
+    if not points and not others:
         return format_html('<span class="muted">{}</span>', "no history yet")
-    peak = max(value for _, value in points)
+    peak = max(value for _, value in points + others)
     top = peak or 1
     if bars:
         step = width / len(points)
@@ -100,24 +185,24 @@ def chart(
                 for i, (_, v) in enumerate(points)
             ),
         )  # fmt: skip
+    elif second is None:
+        marks = _line(points, span, top, width, height, "")
     else:
-        xy = [
-            (
-                round(min(max(at, 0.0), CHART_SECONDS) / CHART_SECONDS * width, 1),
-                round(height - 1 - value / top * (height - 2), 1),
-            )
-            for at, value in points
-        ]
-        if len(xy) == 1:
-            xy.insert(0, (0.0, xy[0][1]))
-        marks = format_html('<polyline points="{}"/>', format_html_join(" ", "{},{}", xy))
+        marks = format_html(
+            "{}{}",
+            _line(points, span, top, width, height, "s1") if points else "",
+            _line(others, span, top, width, height, "s2") if others else "",
+        )
+    if second is not None:
+        label = f"{label} and {second_label}"
+    classes = "".join(f" {c}" for c in ("bars" if bars else "", kind) if c)
     return format_html(
         '<svg class="chart{}" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" '
         'aria-label="{label}, peak {peak}"><title>peak {peak}: {label}</title>{marks}</svg>',
-        " bars" if bars else "",
+        classes,
         w=width,
         h=height,
         label=label,
-        peak=f"{peak:,}",
+        peak=_figure(peak),
         marks=marks,
     )
