@@ -88,10 +88,13 @@ def fold(messages: list[InboundMessage], now: datetime | None = None) -> Folded:
     if not reports:
         return folded
     with transaction.atomic():
-        for report in _first_time_applied(reports, now, folded):
-            _add(report, now)
+        fresh = _first_time_applied(reports, now, folded)
+        # Added up together: a batch of reports is one upsert a row, not one a
+        # row of each report (a fleet's processes report the same tasks).
+        _add(fresh, now)
+        for report in fresh:
             folded.requeues.extend(report.requeues)
-            folded.applied += 1
+        folded.applied += len(fresh)
     return folded
 
 
@@ -105,7 +108,7 @@ def add_observed(
     without the hook) as if that worker had reported them."""
     report = _Report("", 0, hostname, None, counts, histograms, [])
     with transaction.atomic():
-        _add(report, now or timezone.now())
+        _add([report], now or timezone.now())
 
 
 # --- reading a report: nothing in it is trusted ---------------------------------------
@@ -244,27 +247,32 @@ def _first_time_applied(reports: list[_Report], now: datetime, folded: Folded) -
     return fresh
 
 
-def _add(report: _Report, now: datetime) -> None:
+def _add(reports: list[_Report], now: datetime) -> None:
     minutes: dict[tuple[Any, ...], dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    failures: dict[tuple[Any, ...], int] = defaultdict(int)
-    for minute, task, queue, event, exception, n in report.counts:
-        minutes[(minute, task, queue)][event] += n
-        if event == "failed" and exception:
-            failures[(minute, task, queue, exception)] += n
-    for minute, task, queue, kind, buckets, total in report.histograms:
-        row = minutes[(minute, task, queue)]
-        for column, n in zip(BUCKET_COLUMNS[kind], buckets, strict=True):
-            row[column] += n
-        row[f"{kind}_sum"] += total
     hours: dict[tuple[Any, ...], dict[str, float]] = defaultdict(lambda: defaultdict(float))
     totals: dict[tuple[Any, ...], dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for (minute, task, queue), row in minutes.items():
-        for column, amount in row.items():
-            hours[(minute.replace(minute=0), task, queue)][column] += amount
-            totals[(task, queue, report.hostname)][column] += amount
+    failures: dict[tuple[Any, ...], int] = defaultdict(int)
     failure_totals: dict[tuple[Any, ...], int] = defaultdict(int)
-    for (_, task, queue, exception), n in failures.items():
-        failure_totals[(task, queue, report.hostname, exception)] += n
+    for report in reports:
+        host = report.hostname
+        for minute, task, queue, event, exception, n in report.counts:
+            hour = minute.replace(minute=0)
+            minutes[(minute, task, queue)][event] += n
+            hours[(hour, task, queue)][event] += n
+            totals[(task, queue, host)][event] += n
+            if event == "failed" and exception:
+                failures[(minute, task, queue, exception)] += n
+                failure_totals[(task, queue, host, exception)] += n
+        for minute, task, queue, kind, buckets, total in report.histograms:
+            hour = minute.replace(minute=0)
+            rows = (minutes[(minute, task, queue)], hours[(hour, task, queue)],
+                    totals[(task, queue, host)])  # fmt: skip
+            for column, n in zip(BUCKET_COLUMNS[kind], buckets, strict=True):
+                if n:
+                    for row in rows:
+                        row[column] += n
+            for row in rows:
+                row[f"{kind}_sum"] += total
     _upsert(TaskMinute, ("minute", "task", "queue"), minutes)
     _upsert(TaskHour, ("hour", "task", "queue"), hours)
     _upsert(TaskTotal, ("task", "queue", "hostname"), totals, last_seen=now)
