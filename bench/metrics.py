@@ -386,16 +386,16 @@ def naive_collector() -> type[Collector]:
         def _dead_letters(self) -> Iterator[Metric]:
             open_ = GaugeMetricFamily(
                 "celery_deadletters_open", "Dead letters waiting for a decision.",
-                labels=["task", "queue"],
+                labels=["name", "queue_name"],
             )  # fmt: skip
             received = CounterMetricFamily(
-                "celery_deadletters_received", "Dead letters stored.", labels=["task", "queue"]
+                "celery_deadletters_received", "Dead letters stored.", labels=["name", "queue_name"]
             )
             requeued = CounterMetricFamily(
-                "celery_deadletters_requeued", "Dead letters requeued.", labels=["task"]
+                "celery_deadletters_requeued", "Dead letters requeued.", labels=["name"]
             )
             discarded = CounterMetricFamily(
-                "celery_deadletters_discarded", "Dead letters discarded.", labels=["task"]
+                "celery_deadletters_discarded", "Dead letters discarded.", labels=["name"]
             )
             # COUNT(*) ... GROUP BY task_name, queue over the whole table.
             rows = DeadLetter.objects.values("task_name", "queue").annotate(

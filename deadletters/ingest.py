@@ -27,6 +27,7 @@ from django.db import (
     models,
     transaction,
 )
+from django.db.models.expressions import DatabaseDefault, Value
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
@@ -184,6 +185,13 @@ def _plan(vendor: str) -> list[tuple[str, Any, Callable[[Any], Any] | None]]:
         elif isinstance(field, models.DateTimeField) and vendor != "postgresql":
             convert = connection.ops.adapt_datetimefield_value
         default = None if field.null and not field.has_default() else field.get_default()
+        if isinstance(default, DatabaseDefault):
+            # A database default (``db_default``): its value, sent as the others are.
+            db_default = field.db_default
+            if isinstance(db_default, Value):
+                db_default = db_default.value
+            # An expression (received_at's Now()) is always given in the row.
+            default = None if hasattr(db_default, "resolve_expression") else db_default
         plan.append((field.attname, default, convert))
     return plan
 

@@ -63,7 +63,7 @@ class DeadLetter(models.Model):
     quarantine_reason = models.TextField(blank=True)
     # What ingestion had to change to store a readable message (a time no
     # calendar holds, a lone surrogate); the message as it came is in raw_body.
-    ingest_notes = models.TextField(blank=True)
+    ingest_notes = models.TextField(blank=True, db_default="")
 
     # Lower-cased task id, message and arguments, for the list's free-text search
     # (a trigram index serves it on PostgreSQL).
@@ -79,7 +79,7 @@ class DeadLetter(models.Model):
     requeued_at = models.DateTimeField(null=True, blank=True)
     # What became of the requeued task, as the hook in the worker reported it
     # (the latest of retried, succeeded, failed); empty while it has not run.
-    requeue_outcome = models.CharField(max_length=16, blank=True)
+    requeue_outcome = models.CharField(max_length=16, blank=True, db_default="")
     requeue_outcome_at = models.DateTimeField(null=True, blank=True)
     requeue_runtime = models.FloatField(null=True, blank=True)
     requeued_by = models.ForeignKey(
