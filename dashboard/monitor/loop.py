@@ -1,4 +1,4 @@
-"""The monitor process: drains the dead-letter queue into the database, and
+"""The monitor process: drains the dead-letter and outcome queues into the database, and
 runs the periodic jobs (``dashboard.monitor.jobs``) beside it.
 
 It survives its neighbours: a broker or database that goes away is waited for

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from dashboard.broker.inbox import InboundMessage
@@ -251,8 +251,10 @@ def _add(reports: list[_Report], now: datetime) -> None:
     minutes: dict[tuple[Any, ...], dict[str, float]] = defaultdict(lambda: defaultdict(float))
     hours: dict[tuple[Any, ...], dict[str, float]] = defaultdict(lambda: defaultdict(float))
     totals: dict[tuple[Any, ...], dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    failures: dict[tuple[Any, ...], int] = defaultdict(int)
-    failure_totals: dict[tuple[Any, ...], int] = defaultdict(int)
+    failures: dict[tuple[Any, ...], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    failure_totals: dict[tuple[Any, ...], dict[str, float]] = defaultdict(
+        lambda: defaultdict(float)
+    )
     for report in reports:
         host = report.hostname
         for minute, task, queue, event, exception, n in report.counts:
@@ -261,8 +263,8 @@ def _add(reports: list[_Report], now: datetime) -> None:
             hours[(hour, task, queue)][event] += n
             totals[(task, queue, host)][event] += n
             if event == "failed" and exception:
-                failures[(minute, task, queue, exception)] += n
-                failure_totals[(task, queue, host, exception)] += n
+                failures[(minute, task, queue, exception)]["count"] += n
+                failure_totals[(task, queue, host, exception)]["count"] += n
         for minute, task, queue, kind, buckets, total in report.histograms:
             hour = minute.replace(minute=0)
             rows = (minutes[(minute, task, queue)], hours[(hour, task, queue)],
@@ -276,10 +278,10 @@ def _add(reports: list[_Report], now: datetime) -> None:
     _upsert(TaskMinute, ("minute", "task", "queue"), minutes)
     _upsert(TaskHour, ("hour", "task", "queue"), hours)
     _upsert(TaskTotal, ("task", "queue", "hostname"), totals, last_seen=now)
-    _upsert_failures(TaskFailureMinute, ("minute", "task", "queue", "exception"), failures)
-    _upsert_failures(
-        TaskFailureTotal, ("task", "queue", "hostname", "exception"), failure_totals, now
-    )
+    by_exception = ("minute", "task", "queue", "exception")
+    _upsert(TaskFailureMinute, by_exception, failures, counters=("count",))
+    by_worker = ("task", "queue", "hostname", "exception")
+    _upsert(TaskFailureTotal, by_worker, failure_totals, now, counters=("count",))
 
 
 def _value(value: Any) -> Any:
@@ -287,18 +289,20 @@ def _value(value: Any) -> Any:
 
 
 def _upsert(
-    model: type[TaskMinute] | type[TaskHour] | type[TaskTotal],
+    model: type[models.Model],
     keys: tuple[str, ...],
     rows: dict[tuple[Any, ...], dict[str, float]],
     last_seen: datetime | None = None,
+    counters: tuple[str, ...] = COUNTER_COLUMNS,
 ) -> None:
-    """Add ``rows`` (key -> column -> amount) to the model's counters, one statement a row."""
+    """Add ``rows`` (key -> column -> amount) to the model's ``counters``, one
+    statement a row; ``last_seen`` replaces the stored one."""
     if not rows:
         return
     table = model._meta.db_table
     extra = ("last_seen",) if last_seen is not None else ()
-    columns = (*keys, *COUNTER_COLUMNS, *extra)
-    adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in COUNTER_COLUMNS)
+    columns = (*keys, *counters, *extra)
+    adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in counters)
     sets = adds + (", last_seen = excluded.last_seen" if extra else "")
     sql = (
         f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608 - our own names
@@ -307,37 +311,8 @@ def _upsert(
     )
     params = []
     for key, row in sorted(rows.items()):
-        values = [
-            row.get(c, 0.0) if c.endswith("_sum") else int(row.get(c, 0)) for c in COUNTER_COLUMNS
-        ]
+        values = [row.get(c, 0.0) if c.endswith("_sum") else int(row.get(c, 0)) for c in counters]
         params.append([*map(_value, key), *values, *map(_value, (last_seen,) if extra else ())])
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
-
-
-def _upsert_failures(
-    model: type[TaskFailureMinute] | type[TaskFailureTotal],
-    keys: tuple[str, ...],
-    rows: dict[tuple[Any, ...], int],
-    last_seen: datetime | None = None,
-) -> None:
-    if not rows:
-        return
-    table = model._meta.db_table
-    extra = ("last_seen",) if last_seen is not None else ()
-    columns = (*keys, "count", *extra)
-    sets = f"count = {table}.count + excluded.count" + (
-        ", last_seen = excluded.last_seen" if extra else ""
-    )
-    sql = (
-        f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608 - our own names
-        f"VALUES ({', '.join(['%s'] * len(columns))}) "
-        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}"
-    )
-    params = [
-        [*map(_value, key), n, *map(_value, (last_seen,) if extra else ())]
-        for key, n in sorted(rows.items())
-    ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)
 
