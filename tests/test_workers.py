@@ -173,7 +173,7 @@ def test_a_worker_without_the_hook_is_read_with_the_standard_commands(
     row = wait_until(lambda: sampled(sampler, f"plain@{HOST}"), timeout=30)
     assert row.queues == ["plain"]
     assert row.pool == "solo"
-    assert row.registered == ["tests.plain_worker_app.ping"]
+    assert row.registered == ["tests.plain_worker_app.boom", "tests.plain_worker_app.ping"]
     assert row.sw_ver == ""  # only the hook reports it
     assert WorkerSnapshot.objects.get(hostname=SESSION_WORKER).sw_ver == celery.__version__
 
