@@ -647,13 +647,24 @@ _received_by_queue: dict[str, int] = {}
 
 @signals.task_received.connect(weak=False, dispatch_uid="deadletters.hook.count")
 def _count_received(request: Any = None, **_: Any) -> None:
+    """Per queue for the monitor's rates, and as an outcome (``_count``)."""
     try:
-        headers = getattr(request, "request_dict", None) or {}
-        delivery = getattr(request, "delivery_info", None) or {}
-        queue = str(headers.get("x_queue") or delivery.get("routing_key") or "")
+        if request is None:
+            return
+        queue = _message_queue(
+            getattr(request, "request_dict", None), getattr(request, "delivery_info", None)
+        )
         _received_by_queue[queue] = _received_by_queue.get(queue, 0) + 1
+        _count(request.task.app if request.task else current_app, request.name, queue,
+               "received")  # fmt: skip
     except Exception:
         logger.exception("deadletters: could not count a received task")
+
+
+def _message_queue(headers: Any, delivery: Any) -> str:
+    """The queue of a received message: the publish stamp, else its routing key."""
+    queue = (headers or {}).get("x_queue") or (delivery or {}).get("routing_key")
+    return str(queue or "")
 
 
 def _task_info(request: Any) -> dict[str, Any]:
@@ -975,19 +986,6 @@ def _count_sent(sender: str | None = None, headers: dict[str, Any] | None = None
         logger.exception("deadletters: could not count a sent task")
 
 
-@signals.task_received.connect(weak=False, dispatch_uid="deadletters.hook.outcome_received")
-def _count_received_outcome(request: Any = None, **_: Any) -> None:
-    try:
-        if request is not None:
-            headers = getattr(request, "request_dict", None) or {}
-            delivery = getattr(request, "delivery_info", None) or {}
-            queue = str(headers.get("x_queue") or delivery.get("routing_key") or "")
-            _count(request.task.app if request.task else current_app, request.name, queue,
-                   "received")  # fmt: skip
-    except Exception:
-        logger.exception("deadletters: could not count a received task")
-
-
 # Start of each task running in this process, by task id and thread (a retry
 # with no countdown may start on another thread before this run has ended):
 # (perf_counter, queue).
@@ -1024,12 +1022,12 @@ def _finished(sender: Task, task_id: str, event: str, exception: str = "") -> No
         return
     key = (task_id, threading.get_ident())
     started = _running.pop(key, None) if event != "retried" else _running.get(key)
-    queue = started[1] if started else _queue_of(_request_context(sender, task_id))
+    ctx = _request_context(sender, task_id)
+    queue = started[1] if started else _queue_of(ctx)
     runtime = time.perf_counter() - started[0] if started else None
     _count(sender.app, sender.name, queue, event, exception)
     if runtime is not None and event != "retried":
         _tally.observe(sender.name, queue, "runtime", runtime)
-    ctx = _request_context(sender, task_id)
     requeued_from = _header(ctx, "x_requeued_from") if ctx is not None else None
     if requeued_from:
         _tally.requeued(
@@ -1092,8 +1090,7 @@ def _on_postrun(sender: Task | None = None, task_id: str | None = None, **_: Any
 def _on_rejected(message: Any = None, **_: Any) -> None:
     try:
         headers = getattr(message, "headers", None) or {}
-        delivery = getattr(message, "delivery_info", None) or {}
-        queue = str(headers.get("x_queue") or delivery.get("routing_key") or "")
+        queue = _message_queue(headers, getattr(message, "delivery_info", None))
         _count(current_app, str(headers.get("task") or ""), queue, "rejected")
     except Exception:
         logger.exception("deadletters: could not count a rejected task")
@@ -1103,9 +1100,9 @@ def _on_rejected(message: Any = None, **_: Any) -> None:
 def _on_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
     try:
         if request is not None:
-            headers = getattr(request, "request_dict", None) or {}
-            delivery = getattr(request, "delivery_info", None) or {}
-            queue = str(headers.get("x_queue") or delivery.get("routing_key") or "")
+            queue = _message_queue(
+                getattr(request, "request_dict", None), getattr(request, "delivery_info", None)
+            )
             app = getattr(sender, "app", None) or current_app
             _count(app, str(getattr(request, "name", "") or ""), queue, "revoked")
     except Exception:
