@@ -186,6 +186,9 @@ class WorkerSnapshot(models.Model):
     reserved = models.JSONField(default=list)
     scheduled = models.JSONField(default=list)
     registered = models.JSONField(default=list)
+    # The settings that the fleet checks read, as the worker reported them
+    # (``dashboard.queues.checks``); empty for a worker without the hook.
+    config = models.JSONField(default=dict)
 
     class Meta:
         ordering = ["hostname"]
@@ -347,3 +350,133 @@ class OutcomeReporter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hostname} pid {self.pid}"
+
+
+# --- beat and fleet hygiene -----------------------------------------------------------
+
+
+class BeatProcess(models.Model):
+    """A ``celery beat`` process that imports the hook, as it last reported itself."""
+
+    # The process's id for its life (pid and a random part), as in its reports.
+    process = models.CharField(max_length=64, unique=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField(null=True)
+    # The scheduler class, dotted; django_celery_beat's DatabaseScheduler is named.
+    scheduler = models.CharField(max_length=255, blank=True)
+    database_scheduler = models.BooleanField(default=False)
+    started_at = models.DateTimeField(null=True)
+    first_seen_at = models.DateTimeField()
+    last_report_at = models.DateTimeField(db_index=True)
+    # Seconds between its reports: it counts as gone after a few missed ones.
+    interval = models.FloatField(default=10.0)
+    # Set by its last report, sent as it exits.
+    stopped_at = models.DateTimeField(null=True)
+    last_seq = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["hostname", "pid"]
+        verbose_name_plural = "beat processes"
+
+    def __str__(self) -> str:
+        return f"{self.hostname} pid {self.pid}"
+
+    # A beat is alive while its reports keep coming: this many intervals
+    # (and a few seconds for a slow broker) may pass between two.
+    MISSED_REPORTS = 3
+
+    def alive(self, now: datetime) -> bool:
+        if self.stopped_at is not None:
+            return False
+        allowed = timedelta(seconds=self.interval * self.MISSED_REPORTS + 5)
+        return now - self.last_report_at <= allowed
+
+
+class PeriodicEntry(models.Model):
+    """An entry of a beat schedule, as the beat processes that run it reported it."""
+
+    name = models.CharField(max_length=255, unique=True)
+    task = models.CharField(max_length=255)
+    # The schedule in words: "every 30 seconds", "at 04:00 every day".
+    schedule = models.CharField(max_length=255, blank=True)
+    args = models.JSONField(default=list)
+    kwargs = models.JSONField(default=dict)
+    # Its send options (queue, exchange, routing_key, priority, expires).
+    options = models.JSONField(default=dict)
+    queue = models.CharField(max_length=255, blank=True)
+    # True when its arguments are not JSON: shown as reprs, never run from here.
+    lossy = models.BooleanField(default=False)
+    enabled = models.BooleanField(default=True)
+    # As the beat knows them: its last run, its next, its runs since ever.
+    last_run_at = models.DateTimeField(null=True)
+    next_due = models.DateTimeField(null=True)
+    total_run_count = models.PositiveBigIntegerField(default=0)
+    # The last send any beat reported, and the task id it sent.
+    last_sent_at = models.DateTimeField(null=True)
+    last_task_id = models.CharField(max_length=255, blank=True)
+    reported_by = models.CharField(max_length=64, blank=True)
+    reported_at = models.DateTimeField()
+    # Sends of the entry by a second beat while another one sends it too.
+    duplicate_sends = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "periodic entries"
+        permissions = [("run_periodicentry", "Can send a periodic task now")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def late(self, now: datetime, tolerance: float) -> bool:
+        """Its next run is ``tolerance`` seconds overdue and nothing was sent since."""
+        if not self.enabled or self.next_due is None:
+            return False
+        if now - self.next_due <= timedelta(seconds=tolerance):
+            return False
+        return self.last_sent_at is None or self.last_sent_at < self.next_due
+
+
+class PeriodicSend(models.Model):
+    """How often one beat process sent one entry, and when it last did."""
+
+    entry = models.CharField(max_length=255)
+    process = models.CharField(max_length=64)
+    sends = models.PositiveBigIntegerField(default=0)
+    last_sent_at = models.DateTimeField()
+    # The last of its sends already counted as a duplicate.
+    last_duplicate_at = models.DateTimeField(null=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["entry", "process"], name="periodic_send_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.entry} by {self.process}"
+
+
+class CheckSilence(models.Model):
+    """A fleet configuration check an operator silenced for a worker or a queue."""
+
+    SCOPES = (("worker", "worker"), ("queue", "queue"))
+
+    check_name = models.CharField(max_length=64)
+    scope = models.CharField(max_length=16, choices=SCOPES)
+    # The worker's node name, or the queue's name.
+    target = models.CharField(max_length=255)
+    reason = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    username = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["check_name", "scope", "target"], name="check_silence_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.check_name} silenced for {self.scope} {self.target}"

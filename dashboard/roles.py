@@ -13,6 +13,7 @@ ROLES: dict[str, list[str]] = {
         "deadletters.view_deadletter",
         "dashboard.view_queuesnapshot",
         "dashboard.view_workersnapshot",
+        "dashboard.view_periodicentry",
         "dashboard.view_auditevent",
     ],
     "Operator": [
@@ -25,6 +26,8 @@ ROLES: dict[str, list[str]] = {
         "dashboard.view_workersnapshot",
         "dashboard.control_queue",
         "dashboard.control_worker",
+        "dashboard.view_periodicentry",
+        "dashboard.run_periodicentry",
         "dashboard.view_auditevent",
     ],
 }
