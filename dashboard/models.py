@@ -443,8 +443,8 @@ class PeriodicSend(models.Model):
     process = models.CharField(max_length=64)
     sends = models.PositiveBigIntegerField(default=0)
     last_sent_at = models.DateTimeField()
-    # The last of its sends already counted as a duplicate.
-    last_duplicate_at = models.DateTimeField(null=True)
+    # How many of its sends are already counted in the entry's duplicate sends.
+    duplicates_counted = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         constraints = [

@@ -20,7 +20,8 @@ from django.utils import timezone
 
 from dashboard.models import CollectorStatus, WorkerSnapshot
 from dashboard.monitor.status import ingest_trouble
-from dashboard.queues.selectors import Freshness, QueueRow, queue_rows
+from dashboard.periodic.selectors import BeatState, beat_state
+from dashboard.queues.selectors import Freshness, QueueRow, open_flags, queue_rows
 from dashboard.tasks import selectors as tasks
 from dashboard.templatetags.ops import percent
 from deadletters.models import DeadLetter, DeadLetterGroup, DeadLetterGroupHour
@@ -157,6 +158,7 @@ def overview(now: datetime | None = None) -> Overview:
     )
     state = _state(
         now=now,
+        beat=beat_state(now),
         broker=broker,
         workers=workers,
         online=online,
@@ -186,6 +188,7 @@ def overview(now: datetime | None = None) -> Overview:
 def _state(
     *,
     now: datetime,
+    beat: BeatState,
     broker: Freshness,
     workers: Freshness,
     online: int,
@@ -212,6 +215,23 @@ def _state(
     trouble = ingest_trouble(now)
     if trouble:
         add(FAILING, [(trouble, reverse("deadletters:list"))], "")
+    periodic_url = reverse("periodic")
+    if beat.down:
+        text = "Beat is down: no beat process reports, no periodic task is sent."
+        add(FAILING, [(text, periodic_url)], "")
+    duplicates = []
+    for row in beat.duplicates:
+        sends = row.entry.duplicate_sends
+        counted = f" ({sends:,} duplicate sends)." if sends else "."
+        text = f"{len(row.senders)} beat processes are sending {row.entry.name}: "
+        duplicates.append((text + row.senders_text() + counted, periodic_url))
+    add(FAILING, duplicates, "{n} more periodic entries are sent by two beats or more.")
+    late = []
+    for row in beat.late:
+        due = timezone.localtime(row.entry.next_due)
+        late.append((f"Periodic task {row.entry.name} is late: due {due:%H:%M:%S}, not sent.",
+                     periodic_url))  # fmt: skip
+    add(DEGRADED, late, "{n} more periodic entries are late.")
     # Degraded: work flows, but something needs a look.
     add(
         DEGRADED,
@@ -260,6 +280,21 @@ def _state(
             for pause in paused
         ],
         "{n} more queues paused.",
+    )
+    # Flagged fleet configuration checks, one reason per check (docs/hygiene.md).
+    add(
+        DEGRADED,
+        [
+            (
+                f"{len(hosts)} worker{'s' if len(hosts) != 1 else ''} flagged: {problem} ("
+                + ", ".join(hosts[:NAMED])
+                + (f" and {len(hosts) - NAMED} more" if len(hosts) > NAMED else "")
+                + ").",
+                workers_url,
+            )
+            for problem, hosts in open_flags()
+        ],
+        "{n} more configuration checks flagged.",
     )
     for name, fresh in (("Queues", broker), ("Workers", workers)):
         if fresh.failing_since is not None:

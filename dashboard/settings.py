@@ -231,6 +231,11 @@ OUTCOMES_HOURS_DAYS = env_int("OUTCOMES_HOURS_DAYS", 90, minimum=1)
 # (workers started with -E); workers that report for themselves are skipped.
 MONITOR_TASK_EVENTS = env_bool("MONITOR_TASK_EVENTS", True)
 
+# --- Beat supervision ---------------------------------------------------------
+# A periodic entry whose next run is this many seconds overdue, with nothing
+# sent since, is shown late (and celery_periodic_task_late is 1).
+PERIODIC_LATE_AFTER = env_float("PERIODIC_LATE_AFTER", 60.0, minimum=0.0)
+
 # --- Dead letters ----------------------------------------------------------
 DEADLETTERS_QUEUE = env_str("DEADLETTERS_QUEUE", "deadletters")
 DEADLETTERS_BATCH_SIZE = env_int("DEADLETTERS_BATCH_SIZE", 500, minimum=1)

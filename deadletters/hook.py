@@ -17,8 +17,9 @@ It never raises into Celery. A dead letter that cannot be published is logged
 whole, as one JSON line at ERROR, so that it can still be recovered from logs.
 
 In a worker it also answers the dashboard monitor's ``ops_snapshot`` inspect
-command (stats, queues and tasks in one reply) and counts the tasks it
-received per queue, from which the monitor derives consumption rates.
+command (stats, queues, tasks and the settings that the fleet checks read, in
+one reply) and counts the tasks it received per queue, from which the monitor
+derives consumption rates.
 
 In every process that runs or sends tasks it counts their outcomes (sent,
 received, started, succeeded, failed, retried, rejected, revoked, runtime and
@@ -655,6 +656,7 @@ def _count_received(request: Any = None, **_: Any) -> None:
             getattr(request, "request_dict", None), getattr(request, "delivery_info", None)
         )
         _received_by_queue[queue] = _received_by_queue.get(queue, 0) + 1
+        _note_eta(getattr(request, "eta", None))
         _count(request.task.app if request.task else current_app, request.name, queue,
                "received")  # fmt: skip
     except Exception:
@@ -670,6 +672,127 @@ def _message_queue(headers: Any, delivery: Any) -> str:
 def _task_info(request: Any) -> dict[str, Any]:
     # safe=True: the producer's argsrepr/kwargsrepr, never the arguments themselves.
     return dict(request.info(safe=True))
+
+
+# --- the settings the fleet checks read ---------------------------------------------
+#
+# The answer to ``ops_snapshot`` carries the settings that the Celery playbooks
+# warn about, read by the dashboard's fleet checks (dashboard/queues/checks.py,
+# docs/hygiene.md). Plain JSON, and never a URL: a broker or result backend URL
+# may hold a password.
+
+CONFIG_VERSION = 1
+MAX_CONFIG_TASKS = 500
+# Transports built on kombu's Redis transport, where the visibility timeout applies.
+REDIS_SCHEMES = frozenset({"redis", "rediss", "sentinel", "redis+socket", "socket"})
+REDIS_VISIBILITY_TIMEOUT = 3600.0  # kombu's default, in seconds
+# The longest wait for an eta or countdown among the tasks this worker received
+# (seconds, measured when received): a wait longer than the Redis visibility
+# timeout makes the broker hand the task to another worker too.
+_longest_eta: float | None = None
+
+
+def _note_eta(eta: Any) -> None:
+    """Keep the longest wait for an eta seen so far (``_count_received``)."""
+    global _longest_eta
+    try:
+        if not eta:
+            return
+        moment = eta if isinstance(eta, datetime) else datetime.fromisoformat(str(eta))
+        wait = moment.timestamp() - time.time()
+        if wait > 0 and (_longest_eta is None or wait > _longest_eta):
+            _longest_eta = wait
+    except Exception:
+        logger.debug("deadletters: unreadable eta %r", eta)
+
+
+def _seconds(value: Any) -> float | None:
+    """A duration setting (seconds or a timedelta) in seconds; None when unset."""
+    if hasattr(value, "total_seconds"):
+        return float(value.total_seconds())
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _flag(value: Any) -> bool | None:
+    """A boolean setting, None when unset (Celery then decides)."""
+    return None if value is None else bool(value)
+
+
+def _broker_transport(app: Any) -> str:
+    """The broker's transport from its URL's scheme ("redis", "amqp"), never the URL."""
+    url = app.conf.broker_url or app.conf.broker_transport or "amqp"
+    if isinstance(url, list | tuple):
+        url = url[0] if url else "amqp"
+    first = str(url).split(";", 1)[0].strip()
+    scheme = first.split("://", 1)[0].lower() if "://" in first else first.lower()
+    return "redis" if scheme in REDIS_SCHEMES else scheme[:32]
+
+
+def _route_queue(app: Any, task: Any, name: str) -> str:
+    """The queue a task is sent to: its own ``queue`` option, else the routes,
+    else the default queue (as ``apply_async`` decides)."""
+    own = getattr(task, "queue", None)
+    try:
+        queue = app.amqp.router.route({"queue": own} if own else {}, name).get("queue")
+        queue = getattr(queue, "name", queue)
+        if queue:
+            return str(queue)
+    except Exception:
+        logger.debug("deadletters: could not route %s", name, exc_info=True)
+    return str(own or app.conf.task_default_queue or "")
+
+
+def _task_config(app: Any, name: str) -> dict[str, Any]:
+    task = app.tasks[name]
+    return {
+        "name": name,
+        "acks_late": _flag(getattr(task, "acks_late", None)),
+        "reject_on_worker_lost": _flag(getattr(task, "reject_on_worker_lost", None)),
+        "time_limit": _seconds(getattr(task, "time_limit", None)),
+        "soft_time_limit": _seconds(getattr(task, "soft_time_limit", None)),
+        "queue": _route_queue(app, task, name),
+    }
+
+
+def _config_report(app: Any) -> dict[str, Any]:
+    """The settings the fleet checks read, as plain JSON (no URL, no secret)."""
+    conf = app.conf
+    transport = _broker_transport(app)
+    options = conf.broker_transport_options
+    if not isinstance(options, Mapping):
+        options = {}
+    visibility = _seconds(options.get("visibility_timeout"))
+    if visibility is None and transport == "redis":
+        visibility = REDIS_VISIBILITY_TIMEOUT
+    names = sorted(name for name in app.tasks if not name.startswith("celery."))
+    tasks = []
+    for name in names[:MAX_CONFIG_TASKS]:
+        try:
+            tasks.append(_task_config(app, name))
+        except Exception:
+            logger.exception("deadletters: could not read the settings of %s", name)
+    return {
+        "v": CONFIG_VERSION,
+        "task_acks_late": bool(conf.task_acks_late),
+        "task_reject_on_worker_lost": _flag(conf.task_reject_on_worker_lost),
+        "task_time_limit": _seconds(conf.task_time_limit),
+        "task_soft_time_limit": _seconds(conf.task_soft_time_limit),
+        "worker_prefetch_multiplier": int(conf.worker_prefetch_multiplier),
+        "accept_content": [str(content) for content in conf.accept_content or ()],
+        # Whether there is one, never its URL.
+        "result_backend": bool(conf.result_backend),
+        "result_expires": _seconds(conf.result_expires),
+        "broker_connection_retry_on_startup": _flag(conf.broker_connection_retry_on_startup),
+        "broker_connection_retry": _flag(conf.broker_connection_retry),
+        "broker_transport": transport,
+        "visibility_timeout": visibility,
+        "task_default_queue": str(conf.task_default_queue or ""),
+        "tasks": tasks,
+        "tasks_total": len(names),
+        "longest_eta_seconds": _longest_eta,
+    }
 
 
 def _snapshot(state: Any, max_tasks: int) -> dict[str, Any]:
@@ -695,6 +818,7 @@ def _snapshot(state: Any, max_tasks: int) -> dict[str, Any]:
     part("active_queues", lambda: control.active_queues(state))
     part("registered", lambda: sorted(n for n in state.app.tasks if not n.startswith("celery.")))
     part("loadavg", lambda: list(load_average() or ()))
+    part("config", lambda: _config_report(state.app))
     active = list(state.tset(worker_state.active_requests))
     active_ids = {request.id for request in active}
     reserved = [
@@ -913,6 +1037,7 @@ _exiting = False
 def _at_exit() -> None:
     """The interpreter is leaving: the reporter thread stops with it, quietly."""
     global _exiting
+    _report_beat_exit()
     _exiting = True
     _tally.stop.set()
 
@@ -1125,3 +1250,252 @@ def _report_at_child_exit(**_: Any) -> None:
 @signals.worker_shutdown.connect(weak=False, dispatch_uid="deadletters.hook.outcomes_end")
 def _report_at_shutdown(**_: Any) -> None:
     flush_outcomes()
+
+
+# --- beat: the process, its schedule and what it sends ---------------------------------
+#
+# Imported by the app module, the hook runs in ``celery beat`` too. There it
+# reports the process and its schedule every ``ops_outcomes_interval`` seconds to
+# the same queue as the outcome reports, names the entry of every task beat
+# sends (header ``x_beat_entry``), and says so when it exits: two beats sending
+# one entry are seen at once, a stopped one at once (docs/hygiene.md).
+#
+# The schedule is read in beat's own thread only (at start and at each send),
+# never from the reporter thread: a scheduler's storage (a shelve file, the
+# database) is not made to be read from two threads.
+
+BEAT_VERSION = 1
+MAX_ENTRIES = 1_000
+MAX_SENDS = 1_000
+# The send options an entry keeps, for the dashboard's "run now".
+ENTRY_OPTIONS = ("queue", "exchange", "routing_key", "priority", "expires")
+
+
+def _schedule_of(scheduler: Any) -> Mapping[str, Any]:
+    # django-celery-beat's DatabaseScheduler keeps its entries in ``_schedule``;
+    # its ``schedule`` property would poll the database and may sync.
+    entries = getattr(scheduler, "_schedule", None)
+    if not isinstance(entries, Mapping):
+        entries = scheduler.schedule
+    return entries if isinstance(entries, Mapping) else {}
+
+
+def _timestamp(value: Any) -> float | None:
+    if isinstance(value, datetime):
+        with contextlib.suppress(ValueError, OverflowError, OSError):
+            return value.timestamp()
+    return None
+
+
+def _plural(n: float, unit: str) -> str:
+    n = int(n) if float(n).is_integer() else round(n, 2)
+    return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
+
+
+def _schedule_words(schedule: Any) -> str:
+    """The schedule as an operator says it: "every 30 seconds", "cron 0 4 * * *"."""
+    run_every = getattr(schedule, "run_every", None)
+    if hasattr(schedule, "_orig_minute"):
+        fields = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+        return "cron " + " ".join(str(getattr(schedule, f"_orig_{f}", "*")) for f in fields)
+    if hasattr(schedule, "event") and hasattr(schedule, "lat"):
+        return f"solar {schedule.event} at {schedule.lat}, {schedule.lon}"
+    if run_every is not None and hasattr(run_every, "total_seconds"):
+        seconds = run_every.total_seconds()
+        for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
+            if seconds >= size and seconds % size == 0:
+                return f"every {_plural(seconds / size, unit)}"
+        return f"every {_plural(seconds, 'second')}"
+    return str(schedule)[:255]
+
+
+def _name_of(value: Any) -> Any:
+    """A queue or exchange option as its name (kombu objects are not JSON)."""
+    return getattr(value, "name", value)
+
+
+def _entry_report(app: Any, entry: Any) -> dict[str, Any]:
+    # django-celery-beat updates the entry's model when it sends, not the entry.
+    model = getattr(entry, "model", None)
+    last_run = getattr(model, "last_run_at", None) or entry.last_run_at
+    total = getattr(model, "total_run_count", None) or entry.total_run_count or 0
+    next_due = None
+    with contextlib.suppress(Exception):
+        remaining = entry.schedule.remaining_estimate(last_run)
+        next_due = time.time() + max(0.0, remaining.total_seconds())
+    options = {
+        key: _name_of(value)
+        for key, value in dict(entry.options or {}).items()
+        if key in ENTRY_OPTIONS and value is not None
+    }
+    queue = options.get("queue")
+    if not queue:
+        with contextlib.suppress(Exception):
+            queue = _name_of(app.amqp.router.route(dict(options), entry.task).get("queue"))
+    args, lossy_args = _json_safe(list(entry.args or ()))
+    kwargs, lossy_kwargs = _json_safe(dict(entry.kwargs or {}))
+    options, lossy_options = _json_safe(options)
+    return {
+        "name": str(entry.name),
+        "task": str(entry.task),
+        "schedule": _schedule_words(entry.schedule),
+        "args": args,
+        "kwargs": kwargs,
+        "options": options,
+        "queue": str(queue or app.conf.task_default_queue or ""),
+        "lossy": lossy_args or lossy_kwargs or lossy_options,
+        "enabled": bool(getattr(model, "enabled", True)),
+        "last_run_at": _timestamp(last_run),
+        "next_due": next_due,
+        "total_run_count": int(total),
+    }
+
+
+class _Beat:
+    """This beat process: what it runs and what it sent since its last report."""
+
+    def __init__(self, service: Any) -> None:
+        self.app = service.app
+        self.scheduler = service.scheduler
+        cls = type(self.scheduler)
+        self.scheduler_name = f"{cls.__module__}.{cls.__qualname__}"
+        self.process = f"{os.getpid()}-{os.urandom(6).hex()}"
+        self.started_at = time.time()
+        self.lock = threading.Lock()
+        self.seq = 0
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.read_at = 0.0
+        self.sends: list[list[Any]] = []
+        self.stop = threading.Event()
+        self.interval = _outcomes_interval(self.app)
+
+    def read_schedule(self, only: str = "") -> None:
+        """Take the schedule (or one entry of it) as it stands. Beat's thread only."""
+        schedule = _schedule_of(self.scheduler)
+        if only and time.monotonic() - self.read_at < self.interval:
+            names = [only] if only in schedule else []
+        else:
+            names = list(schedule)[:MAX_ENTRIES]
+            self.read_at = time.monotonic()
+            with self.lock:
+                self.entries = {n: e for n, e in self.entries.items() if n in schedule}
+        for name in names:
+            try:
+                report = _entry_report(self.app, schedule[name])
+            except Exception:
+                logger.exception("deadletters: could not read the beat entry %r", name)
+                continue
+            with self.lock:
+                self.entries[name] = report
+
+    def entry_for(self, task: str, body: Any) -> str:
+        """The entry beat is sending now: the only one of this task, or the one
+        with these arguments that beat has just marked as run."""
+        candidates = [e for e in _schedule_of(self.scheduler).values() if e.task == task]
+        if len(candidates) > 1 and isinstance(body, list | tuple) and len(body) >= 2:
+            same = [
+                e for e in candidates
+                if list(e.args or ()) == list(body[0]) and dict(e.kwargs or {}) == dict(body[1])
+            ]  # fmt: skip
+            candidates = same or candidates
+        if not candidates:
+            return ""
+
+        def last_run(entry: Any) -> float:
+            model = getattr(entry, "model", None)
+            return _timestamp(getattr(model, "last_run_at", None) or entry.last_run_at) or 0.0
+
+        return str(max(candidates, key=last_run).name)
+
+    def sent(self, name: str, task: str, task_id: str) -> None:
+        with self.lock:
+            if len(self.sends) < MAX_SENDS:
+                self.sends.append([name, task, time.time(), task_id])
+        if name:
+            self.read_schedule(only=name)
+
+    def take(self, stopping: bool = False) -> dict[str, Any]:
+        with self.lock:
+            sends, self.sends = self.sends, []
+            entries = list(self.entries.values())
+            self.seq += 1
+            seq = self.seq
+        return {
+            "type": "beat",
+            "v": BEAT_VERSION,
+            "process": self.process,
+            "seq": seq,
+            "hostname": _host(),
+            "pid": os.getpid(),
+            "scheduler": self.scheduler_name,
+            "database_scheduler": self.scheduler_name.startswith("django_celery_beat."),
+            "started_at": self.started_at,
+            "sent_at": time.time(),
+            "interval": self.interval,
+            "stopping": stopping,
+            "entries": entries,
+            "sends": sends,
+        }
+
+    def report(self, stopping: bool = False) -> None:
+        report = self.take(stopping)
+        try:
+            _publisher.publish(self.app, report, report="beat")
+        except Exception as exc:
+            with self.lock:  # the sends go out with the next report
+                self.sends = (report["sends"] + self.sends)[:MAX_SENDS]
+            if not _exiting:
+                logger.warning("deadletters: beat report not published (%s)", exc)
+
+    def report_loop(self) -> None:
+        while not self.stop.wait(self.interval):
+            self.report()
+
+
+_beat: _Beat | None = None
+
+
+@signals.beat_init.connect(weak=False, dispatch_uid="deadletters.hook.beat")
+def _on_beat_init(sender: Any = None, **_: Any) -> None:
+    global _beat
+    try:
+        if sender is None:
+            return
+        beat = _Beat(sender)
+        beat.read_schedule()
+        _beat = beat
+        beat.report()
+        threading.Thread(target=beat.report_loop, name="ops-beat", daemon=True).start()
+    except Exception:
+        logger.exception("deadletters: could not start reporting this beat")
+
+
+@signals.before_task_publish.connect(weak=False, dispatch_uid="deadletters.hook.beat_send")
+def _name_beat_send(
+    sender: str | None = None,
+    body: Any = None,
+    headers: dict[str, Any] | None = None,
+    properties: dict[str, Any] | None = None,
+    **_: Any,
+) -> None:
+    beat = _beat
+    if beat is None or headers is None or not headers.get("celery_beat_task"):
+        return
+    try:
+        # django-celery-beat names its entry; for the others, find it.
+        name = (properties or {}).get("periodic_task_name") or headers.get("periodic_task_name")
+        name = str(name or beat.entry_for(str(sender or ""), body))
+        if name:
+            headers["x_beat_entry"] = name
+        beat.sent(name, str(sender or ""), str(headers.get("id") or ""))
+    except Exception:
+        logger.exception("deadletters: could not name a beat send of %r", sender)
+
+
+def _report_beat_exit() -> None:
+    """Beat is exiting: say so, so that the dashboard stops counting on it."""
+    beat = _beat
+    if beat is not None:
+        beat.stop.set()
+        with contextlib.suppress(Exception):
+            beat.report(stopping=True)

@@ -245,3 +245,12 @@ def requeue_outcomes(action: BulkAction) -> RequeueOutcomes:
         retrying=counts.get("retried", 0),
         not_run=counts.get("", 0),
     )
+
+
+def dead_letters_of_tasks(task_ids: Iterable[str]) -> dict[str, DeadLetter]:
+    """The newest dead letter of each of these task ids that has one."""
+    found: dict[str, DeadLetter] = {}
+    ids = [task_id for task_id in task_ids if task_id]
+    for dead_letter in DeadLetter.objects.filter(task_id__in=ids).order_by("id"):
+        found[dead_letter.task_id] = dead_letter
+    return found

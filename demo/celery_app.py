@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 
 # The whole integration: one import, in the module that creates the app, so
 # that producers stamp what they publish and workers report what fails.
@@ -39,4 +40,14 @@ app.conf.update(
     task_time_limit=60,
     broker_connection_retry_on_startup=True,
     result_expires=3600,
+    # What the demo's beat sends: the periodic page shows these.
+    beat_schedule={
+        "add-every-30s": {"task": "demo.tasks.add", "schedule": 30.0, "args": (2, 2)},
+        "nightly-report": {
+            "task": "demo.tasks.build_report",
+            "schedule": crontab(minute=0, hour=4),
+            "args": (1,),
+            "kwargs": {"seconds": 0.1},
+        },
+    },
 )

@@ -36,6 +36,13 @@ def ensure_demo_user(env: dict[str, str]) -> tuple[str, str]:
         "user.is_staff = user.is_superuser = True\n"
         f"user.set_password({password!r})\n"
         "user.save()\n"
+        # The demo app turns reject_on_worker_lost off on purpose (see its
+        # config): said once, as an operator would, with the reason.
+        "from dashboard.models import CheckSilence\n"
+        "CheckSilence.objects.get_or_create(check_name='reject_on_worker_lost',"
+        " scope='queue', target='default', defaults={'username': user.username,"
+        " 'reason': 'demo: a task that kills its pool child would be redelivered forever;"
+        " the hook keeps it as a dead letter instead'})\n"
     )
     subprocess.run(
         [sys.executable, "manage.py", "shell", "--no-imports", "-c", script], env=env, check=True
@@ -43,6 +50,10 @@ def ensure_demo_user(env: dict[str, str]) -> tuple[str, str]:
     credentials.write_text(f"{username}:{password}")
     credentials.chmod(0o600)
     return username, password.strip()
+
+
+# The demo's beat, which sends demo.celery_app's beat_schedule.
+BEAT = [sys.executable, "-m", "celery", "-A", "demo.celery_app", "beat", "-l", "WARNING"]
 
 
 def main() -> None:
@@ -79,6 +90,7 @@ def main() -> None:
         "monitor": [sys.executable, "manage.py", "monitor"],
         "worker": worker_command("demo", loglevel="WARNING", quiet=False),
         "producer": [sys.executable, "-m", "demo.producer", str(options.interval)],
+        "beat": [*BEAT, "-s", str(DATA / "celerybeat-schedule")],
     }
     processes = {name: subprocess.Popen(cmd, env=env, cwd=ROOT) for name, cmd in commands.items()}
 

@@ -42,6 +42,8 @@ from dashboard.models import (
     TaskTotal,
     WorkerSnapshot,
 )
+from dashboard.periodic.selectors import beat_state
+from dashboard.queues.selectors import fleet_checks
 from deadletters.models import DeadLetterStats
 
 # A collector whose last success is older than this many of its intervals is
@@ -84,8 +86,10 @@ class StoredStateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._queues()
         yield from self._workers()
+        yield from self._config_checks()
         yield from self._tasks()
         yield from self._dead_letters()
+        yield from self._periodic()
         yield from self._ops()
 
     def _queues(self) -> Iterator[Metric]:
@@ -154,6 +158,29 @@ class StoredStateCollector(Collector):
             active.add_metric([ALL_WORKERS], sum(row[2] for row in answering))
             reserved.add_metric([ALL_WORKERS], sum(row[3] for row in answering))
         yield from (up, active, reserved)
+
+    def _config_checks(self) -> Iterator[Metric]:
+        """The fleet configuration checks of the online workers (docs/hygiene.md):
+        1 flagged, 0 passed or silenced, no series where not reported."""
+        check = GaugeMetricFamily(
+            "celery_worker_config_check",
+            "1 if the worker's configuration check is flagged and not silenced, else 0.",
+            labels=["hostname", "check"],
+        )
+        online = WorkerSnapshot.objects.filter(online=True).only("hostname", "queues", "config")
+        flagged: dict[str, int] = {}
+        for hostname, checks in sorted(fleet_checks(online).items()):
+            for result in checks:
+                if result.unknown:
+                    continue
+                if settings.METRICS_PER_WORKER:
+                    check.add_metric([hostname, result.key], 1 if result.open else 0)
+                else:
+                    flagged[result.key] = flagged.get(result.key, 0) + result.open
+        # Summed: the number of workers each check flags.
+        for key, count in flagged.items():
+            check.add_metric([ALL_WORKERS, key], count)
+        yield check
 
     def _tasks(self) -> Iterator[Metric]:
         """celery-exporter's task counters and histograms, from the totals the
@@ -263,6 +290,42 @@ class StoredStateCollector(Collector):
             requeued.add_metric([task], requeued_total)
             discarded.add_metric([task], discarded_total)
         yield from (open_, received, requeued, discarded)
+
+    def _periodic(self) -> Iterator[Metric]:
+        """Beat supervision, from one read of what the beat processes reported."""
+        state = beat_state(self.now)
+        yield GaugeMetricFamily(
+            "celery_beat_instances",
+            "Beat processes seen alive; more than 1 sends every scheduled task more than once.",
+            value=len(state.alive),
+        )
+        last_sent = GaugeMetricFamily(
+            "celery_periodic_task_last_sent_timestamp_seconds",
+            "When a beat process last sent the entry's task (Unix time).",
+            labels=["entry", "task"],
+        )
+        late = GaugeMetricFamily(
+            "celery_periodic_task_late",
+            "1 while the entry's next run is overdue and nothing was sent, else 0.",
+            labels=["entry"],
+        )
+        # Exposed as ..._total: prometheus-client appends the suffix to counters.
+        duplicates = CounterMetricFamily(
+            "celery_periodic_task_duplicate_sends",
+            "Sends of the entry by a second beat process while another one sent it too.",
+            labels=["entry"],
+        )
+        for row in state.entries:
+            entry = row.entry
+            if entry.last_sent_at is not None:
+                last_sent.add_metric([entry.name, entry.task], entry.last_sent_at.timestamp())
+            # Every enabled entry has a series, 0 or 1, so that "no beat while
+            # entries are known" can be told from "nothing scheduled at all".
+            if entry.enabled:
+                late.add_metric([entry.name], 1 if row.late else 0)
+            # A 0 for every entry, so that increase() sees the first duplicate.
+            duplicates.add_metric([entry.name], entry.duplicate_sends)
+        yield from (last_sent, late, duplicates)
 
     def _ops(self) -> Iterator[Metric]:
         statuses = {status.name: status for status in CollectorStatus.objects.all()}

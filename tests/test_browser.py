@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 import redis
 
+from dashboard.periodic import reports
 from deadletters.models import BulkAction, DeadLetter
+from tests.beat_reports import beat_report, message
 from tests.helpers import (
     ROOT,
     make_dead_letter,
@@ -231,6 +233,7 @@ def test_the_pages_run_under_the_content_security_policy(
         "/",
         "/tasks/",
         "/tasks/demo.tasks.add/",
+        "/periodic/",
         "/deadletters/",
         dead_letter.get_absolute_url(),
     )
@@ -244,6 +247,25 @@ def test_the_pages_run_under_the_content_security_policy(
     violations += page.evaluate("window.__violations")
     assert violations == []
     assert [text for text in console if "Content Security Policy" in text] == []
+
+
+def test_an_operator_sees_two_beats_and_runs_an_entry_now(
+    page: Any, live_server: Any, broker: redis.Redis
+) -> None:
+    now = time.time()
+    reports.fold([message(beat_report("old", 8, now - 3600, [now - 1]))])
+    reports.fold([message(beat_report("young", 1, now - 30, [now]))])
+    make_user("olivia", group="Operator")
+    log_in(page, live_server.url, "olivia")
+    page.click("nav >> text=Periodic")
+    banner = page.locator(".duplicate-beat")
+    assert banner.inner_text().startswith(
+        "2 beat processes are sending acme-tick: host-a pid 108, host-a pid 101."
+    )
+    page.click("button:has-text('Run now')")
+    page.wait_for_selector("#control-result :text('Sent acme.tick for acme-tick now')")
+    assert broker.llen("celery") == 1
+    broker.delete("celery")
 
 
 def test_a_marked_poll_pauses_while_the_tab_is_hidden(page: Any, live_server: Any) -> None:

@@ -13,8 +13,12 @@ naming the module and the import.
     dashboard.tasks    the task outcomes and their pages; nothing of the
                        monitor, and of deadletters only its selectors: a task's
                        page lists the task's open failure groups
+    dashboard.periodic the beat page and its reports; nothing of the monitor,
+                       and of deadletters only its selectors: an entry's last
+                       outcome is its task's dead letter
     who imports deadletters: itself, the monitor's job list, the overview,
-                       the task pages (selectors only), the urls and metrics
+                       the task and beat pages (selectors only), the urls and
+                       metrics
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ OURS = (*PACKAGES, "demo", "tests", "bench")
 DEADLETTERS_IMPORTERS = (
     "dashboard.monitor.jobs",
     "dashboard.overview",
+    "dashboard.periodic",
     "dashboard.tasks",
     "dashboard.urls",
     "metrics",
@@ -127,6 +132,16 @@ def crossing(module: str, imported: str) -> str | None:
             "the task room knows nothing of the monitor: its job list calls the task room",
         ),
         (
+            within(module, "dashboard.periodic")
+            and within(imported, "deadletters")
+            and not within(imported, "deadletters.selectors"),
+            "the beat pages read of deadletters only its selectors (an entry's dead letter)",
+        ),
+        (
+            within(module, "dashboard.periodic") and within(imported, "dashboard.monitor"),
+            "the beat room knows nothing of the monitor: its job list calls the beat room",
+        ),
+        (
             within(module, "dashboard.monitor")
             and not within(module, "dashboard.monitor.jobs")
             and within(imported, "dashboard.queues", "dashboard.views", "metrics"),
@@ -184,6 +199,12 @@ def test_no_module_crosses_a_layer() -> None:
             "from dashboard.monitor import jobs",
             "nothing of the monitor",
         ),
+        (
+            "dashboard.periodic.selectors",
+            "from deadletters.models import DeadLetter",
+            "only its selectors",
+        ),
+        ("dashboard.periodic.reports", "from dashboard.monitor import jobs", "the beat room"),
         ("deadletters.hook", "import django", "standard library"),
         ("deadletters.hook", "def f():\n    import redis", "standard library"),
     ],
@@ -205,6 +226,8 @@ def test_a_crossing_fails_naming_the_import(module: str, source: str, why: str) 
         ("metrics.collector", "from deadletters.models import DeadLetterStats"),
         ("dashboard.tasks.views", "from deadletters.selectors import failure_groups"),
         ("dashboard.monitor.jobs", "from dashboard.tasks import outcomes"),
+        ("dashboard.periodic.selectors", "from deadletters.selectors import dead_letters_of_tasks"),
+        ("metrics.collector", "from dashboard.periodic.selectors import beat_state"),
     ],
 )
 def test_imports_within_the_layers_pass(module: str, source: str) -> None:

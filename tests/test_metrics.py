@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,6 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dashboard.models import (
     OUTCOME_BUCKETS,
+    BeatProcess,
+    PeriodicEntry,
+    PeriodicSend,
     QueueSnapshot,
     TaskFailureTotal,
     TaskTotal,
@@ -74,6 +78,23 @@ def task_total(hostname: str, **columns: float) -> TaskTotal:
     """demo.tasks.add's totals on the default queue and one worker, as the monitor adds them up."""
     return TaskTotal.objects.create(task=ADD, queue="default", hostname=hostname,
                                     last_seen=timezone.now(), **columns)  # fmt: skip
+
+
+def beat_schedule(now: datetime) -> BeatProcess:
+    """One live beat and two entries as the monitor stores their reports:
+    acme-tick two hours overdue, acme-invoice on time with 3 duplicate sends."""
+    beat = BeatProcess.objects.create(process="312-a1", hostname="host-a", pid=312,
+                                      first_seen_at=now, last_report_at=now,
+                                      interval=10)  # fmt: skip
+    PeriodicEntry.objects.create(name="acme-tick", task=ADD, enabled=True, reported_at=now,
+                                 next_due=now - timedelta(hours=2),
+                                 last_sent_at=now - timedelta(hours=3))  # fmt: skip
+    PeriodicEntry.objects.create(name="acme-invoice", task="demo.tasks.invoice", reported_at=now,
+                                 next_due=now + timedelta(hours=1), last_sent_at=now,
+                                 duplicate_sends=3)  # fmt: skip
+    PeriodicSend.objects.create(entry="acme-invoice", process=beat.process, sends=7,
+                                last_sent_at=now)  # fmt: skip
+    return beat
 
 
 # --- access ---------------------------------------------------------------------
@@ -237,6 +258,39 @@ def test_histograms_are_cumulative_as_prometheus_counts_buckets(scraper: Client)
     assert value(text, "celery_task_queue_wait_time_sum", **task) == 0.2
 
 
+def test_beat_series_follow_what_the_beats_reported(scraper: Client) -> None:
+    now = timezone.now()
+    beat = beat_schedule(now)
+    text = scrape(scraper)
+    assert value(text, "celery_beat_instances") == 1
+    sent = "celery_periodic_task_last_sent_timestamp_seconds"
+    tick_sent = value(text, sent, entry="acme-tick", task=ADD)
+    assert tick_sent == pytest.approx((now - timedelta(hours=3)).timestamp())
+    assert value(text, sent, entry="acme-invoice", task="demo.tasks.invoice") is not None
+    assert value(text, "celery_periodic_task_late", entry="acme-tick") == 1
+    assert value(text, "celery_periodic_task_late", entry="acme-invoice") == 0
+    duplicates = "celery_periodic_task_duplicate_sends_total"
+    assert value(text, duplicates, entry="acme-invoice") == 3
+    assert value(text, duplicates, entry="acme-tick") == 0
+    assert "# TYPE celery_periodic_task_duplicate_sends_total counter" in text
+    # The beat stops reporting: no instance left, its entries still known.
+    BeatProcess.objects.filter(pk=beat.pk).update(last_report_at=now - timedelta(hours=1))
+    text = scrape(scraper)
+    assert re.search(r"^celery_beat_instances 0\.0$", text, re.M), text
+    assert value(text, "celery_periodic_task_late", entry="acme-tick") == 1
+
+
+def test_a_disabled_entry_has_no_late_series(scraper: Client) -> None:
+    now = timezone.now()
+    PeriodicEntry.objects.create(name="acme-off", task=ADD, enabled=False, reported_at=now,
+                                 next_due=now - timedelta(hours=2))  # fmt: skip
+    text = scrape(scraper)
+    assert value(text, "celery_beat_instances") == 0
+    assert value(text, "celery_periodic_task_late", entry="acme-off") is None
+    assert value(text, "celery_periodic_task_last_sent_timestamp_seconds", entry="acme-off",
+                 task=ADD) is None  # fmt: skip
+
+
 @pytest.mark.parametrize("per_worker", [True, False])
 def test_a_scrape_costs_the_same_queries_however_many_tasks(
     scraper: Client, settings: Any, per_worker: bool
@@ -292,6 +346,7 @@ def test_promtool_accepts_the_output(scraper: Client, redis_server: EmbeddedRedi
     total = task_total("w1@h", succeeded=2, failed=1, runtime_0=2, runtime_sum=0.004)
     TaskFailureTotal.objects.create(task=ADD, queue="default", hostname="w1@h", count=1,
                                     exception="ValueError", last_seen=total.last_seen)  # fmt: skip
+    beat_schedule(timezone.now())
     result = subprocess.run([str(promtool), "check", "metrics"], input=scrape(scraper),
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     # celery-exporter's name, kept for celery-mixin and its users, is the one

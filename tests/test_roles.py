@@ -8,7 +8,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
-from dashboard.models import WorkerSnapshot
+from dashboard.models import PeriodicEntry, WorkerSnapshot
 from deadletters.models import BulkAction
 from tests.helpers import make_dead_letter, make_user
 from tests.outcome_reports import fold, runs
@@ -42,6 +42,9 @@ def urls() -> dict[str, tuple[str, str]]:
     )
     bulk = BulkAction.objects.create(action="discard", reason="r", max_id=0, total=0)
     fold(runs("demo.tasks.add", succeeded=1))
+    entry = PeriodicEntry.objects.create(
+        name="nightly", task="demo.tasks.add", reported_at=timezone.now()
+    )
     host, pk = worker.hostname, dead_letter.pk
     return {
         "overview": (reverse("overview"), "get"),
@@ -54,9 +57,13 @@ def urls() -> dict[str, tuple[str, str]]:
         "worker_detail": (reverse("worker_detail", args=[host]), "get"),
         "worker_pool": (reverse("worker_pool", args=[host]), "post"),
         "worker_autoscale": (reverse("worker_autoscale", args=[host]), "post"),
+        "worker_check_silence": (reverse("worker_check_silence", args=[host]), "post"),
+        "worker_check_unsilence": (reverse("worker_check_unsilence", args=[host]), "post"),
         "task_revoke": (reverse("task_revoke"), "post"),
         "tasks": (reverse("tasks"), "get"),
         "task_detail": (reverse("task_detail", args=["demo.tasks.add"]), "get"),
+        "periodic": (reverse("periodic"), "get"),
+        "periodic_run": (reverse("periodic_run", args=[entry.name]), "post"),
         "deadletters:list": (reverse("deadletters:list"), "get"),
         "deadletters:groups": (reverse("deadletters:groups"), "get"),
         "deadletters:detail": (reverse("deadletters:detail", args=[pk]), "get"),

@@ -17,6 +17,7 @@ from django.conf import settings
 
 from dashboard.broker.inbox import InboundMessage
 from dashboard.monitor.scheduler import Job
+from dashboard.periodic import reports as periodic
 from dashboard.queues.sampling import BrokerSampler, WorkerSampler
 from dashboard.tasks import outcomes
 from dashboard.tasks.events import EventCounter
@@ -42,20 +43,25 @@ store_dead_letters = store_batch
 
 
 def store_outcomes(messages: list[InboundMessage]) -> BatchResult:
-    """Add the outcome reports up; note what became of requeued tasks; keep a
-    message that is no readable report as a quarantined dead letter."""
-    folded = outcomes.fold(messages)
+    """Add the outcome reports up and apply the beat reports (they share the
+    queue); note what became of requeued tasks; keep a message that is no
+    readable report as a quarantined dead letter."""
+    beat = [m for m in messages if m.headers.get("x_ops_report") == "beat"]
+    folded = outcomes.fold([m for m in messages if m.headers.get("x_ops_report") != "beat"])
+    beat_folded = periodic.fold(beat)
     if folded.requeues:
         record_requeue_outcomes(folded.requeues)
-    result = BatchResult(received=len(messages), duplicates=folded.duplicates)
-    if folded.unreadable:
-        logger.warning("%d unreadable outcome reports kept as dead letters", len(folded.unreadable))
-        kept = store_batch(
-            [
-                dataclasses.replace(message, transport_error=f"unreadable outcome report: {why}")
-                for message, why in folded.unreadable
-            ]
-        )
+    result = BatchResult(
+        received=len(messages), duplicates=folded.duplicates + beat_folded.duplicates
+    )
+    unreadable = [
+        dataclasses.replace(message, transport_error=f"unreadable {kind} report: {why}")
+        for kind, reports in (("outcome", folded), ("beat", beat_folded))
+        for message, why in reports.unreadable
+    ]
+    if unreadable:
+        logger.warning("%d unreadable reports kept as dead letters", len(unreadable))
+        kept = store_batch(unreadable)
         result.stored, result.quarantined = kept.stored, kept.quarantined
         result.duplicates += kept.duplicates
     return result
@@ -88,5 +94,6 @@ def scheduled_jobs() -> list[Job]:
         Job("bulk-actions", 1.0, bulk_runner.run_pending),
         Job("retention", 600.0, retention.prune),
         Job("outcomes-retention", 600.0, outcomes.prune),
+        Job("beat-retention", 600.0, periodic.prune),
         *([Job("task-events", 1.0, EventCounter())] if settings.MONITOR_TASK_EVENTS else []),
     ]

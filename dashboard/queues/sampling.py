@@ -25,6 +25,7 @@ from dashboard.broker import BROKER_ERRORS, BrokerUnavailable, control
 from dashboard.broker.depths import DepthError, DepthReader, QueueDepth, is_plumbing, open_reader
 from dashboard.models import QueueHistory, QueuePause, QueueSnapshot, WorkerSnapshot
 from dashboard.monitor.status import record_failure, record_success
+from dashboard.queues.checks import clean_config
 
 logger = logging.getLogger("dashboard.monitor")
 _N = TypeVar("_N", int, float)
@@ -392,6 +393,8 @@ def worker_fields(report: control.Report, now: datetime) -> dict[str, Any]:
         "reserved": [task_summary(t) for t in report.get("reserved") or []],
         "scheduled": [scheduled_summary(s) for s in report.get("scheduled") or []],
         "registered": [str(name) for name in report.get("registered") or []][:1000],
+        # Untrusted like the rest: only the settings the checks read, of their types.
+        "config": clean_config(report.get("config")),
     }
 
 

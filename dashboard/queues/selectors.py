@@ -8,6 +8,7 @@ its data is.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -15,12 +16,16 @@ from django.conf import settings
 from django.utils import timezone
 
 from dashboard.models import (
+    BUCKET_COLUMNS,
+    CheckSilence,
     CollectorStatus,
     QueueHistory,
     QueuePause,
     QueueSnapshot,
+    TaskTotal,
     WorkerSnapshot,
 )
+from dashboard.queues.checks import RULES, Check, worker_checks
 
 CHART_WINDOW = timedelta(hours=1)
 
@@ -171,3 +176,50 @@ def workers() -> list[WorkerSnapshot]:
 
 def online_worker_names() -> list[str]:
     return list(WorkerSnapshot.objects.filter(online=True).values_list("hostname", flat=True))
+
+
+# --- fleet configuration checks ---------------------------------------------------------
+
+# The runtime histogram's +Inf bucket: runs longer than its last bound (10 s).
+LONG_RUNS_COLUMN = BUCKET_COLUMNS["runtime"][-1]
+# Up to this many workers are named in the long tasks' query; more read every row.
+NAMED_HOSTS = 200
+
+
+def long_tasks(hostnames: Collection[str] | None = None) -> dict[str, set[str]]:
+    """Per worker, the tasks that ran longer than 10 s there (one query)."""
+    rows = TaskTotal.objects.filter(**{f"{LONG_RUNS_COLUMN}__gt": 0})
+    if hostnames is not None and len(hostnames) <= NAMED_HOSTS:
+        rows = rows.filter(hostname__in=list(hostnames))
+    found: dict[str, set[str]] = defaultdict(set)
+    for hostname, task in rows.order_by().values_list("hostname", "task").distinct():
+        found[hostname].add(task)
+    return found
+
+
+def fleet_checks(workers: Iterable[WorkerSnapshot]) -> dict[str, list[Check]]:
+    """Every check of each worker, by hostname: two queries however many workers."""
+    workers = list(workers)
+    if not workers:
+        return {}
+    long = long_tasks([worker.hostname for worker in workers])
+    # Silences are set by hand, one at a time: a small table, read whole.
+    silences = list(CheckSilence.objects.order_by("id"))
+    return {
+        worker.hostname: worker_checks(
+            worker, long_tasks=long.get(worker.hostname, set()), silences=silences
+        )
+        for worker in workers
+    }
+
+
+def open_flags() -> list[tuple[str, list[str]]]:
+    """Per rule flagged somewhere (in ``RULES`` order), the online workers where it
+    is flagged and not silenced: what the overview says."""
+    online = WorkerSnapshot.objects.filter(online=True).only("hostname", "queues", "config")
+    flagged: dict[str, list[str]] = defaultdict(list)
+    for hostname, checks in sorted(fleet_checks(online).items()):
+        for check in checks:
+            if check.open:
+                flagged[check.key].append(hostname)
+    return [(rule.flagged_as, flagged[rule.key]) for rule in RULES if flagged.get(rule.key)]

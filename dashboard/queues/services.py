@@ -9,19 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from dashboard import audit
 from dashboard.audit import AnyUser
 from dashboard.broker import BrokerUnavailable, control
-from dashboard.models import QueuePause, WorkerSnapshot
+from dashboard.models import CheckSilence, QueuePause, WorkerSnapshot
+from dashboard.queues.checks import RULE_KEYS, queue_list
 from dashboard.queues.selectors import consumers_by_queue, online_worker_names
 
 __all__ = [
     "BrokerUnavailable",
     "ConfirmationMismatch",
     "InvalidControl",
+    "InvalidSilence",
     "NotPaused",
+    "check_silence",
+    "check_unsilence",
     "queue_pause",
     "queue_purge",
     "queue_resume",
@@ -170,3 +174,102 @@ def task_revoke(*, task_id: str, terminate: bool, user: AnyUser) -> control.Repl
         details={"terminate": terminate, "replies": replies.as_details()},
     )
     return replies
+
+
+# --- silencing a fleet configuration check ----------------------------------------------
+
+MAX_REASON = 2000
+
+
+class InvalidSilence(Exception):
+    """A field of a silence (or unsilence) that cannot be; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def _silence_key(worker: WorkerSnapshot, *, check: str, scope: str, queue: str) -> tuple[str, str]:
+    """The check and the target (the worker, or one of its queues) that a form names."""
+    if check not in RULE_KEYS:
+        raise InvalidSilence("check", "not one of the checks: " + ", ".join(sorted(RULE_KEYS)))
+    if scope == "worker":
+        return check, worker.hostname
+    if scope != "queue":
+        raise InvalidSilence("scope", "silence for the worker or for a queue")
+    if queue not in queue_list(worker.queues):
+        raise InvalidSilence("queue", f"not one of the queues {worker.hostname} consumes")
+    return check, queue
+
+
+def check_silence(
+    *, worker: WorkerSnapshot, check: str, scope: str, queue: str, reason: str, user: AnyUser
+) -> tuple[CheckSilence, bool]:
+    """Silence ``check`` for the worker, or for every worker of one of its queues.
+
+    Returns the silence and whether it is new. A silence that exists already (a
+    double submit, two operators at once) is answered as it is, and nothing more
+    is recorded.
+    """
+    check, target = _silence_key(worker, check=check, scope=scope, queue=queue)
+    reason = reason.strip()
+    if not reason:
+        raise InvalidSilence("reason", "say why this check does not matter here")
+    # NUL: PostgreSQL cannot store it.
+    if len(reason) > MAX_REASON or "\x00" in reason:
+        raise InvalidSilence("reason", f"at most {MAX_REASON:,} characters of text")
+    key = {"check_name": check, "scope": scope, "target": target}
+    existing = CheckSilence.objects.filter(**key).first()
+    if existing is not None:
+        return existing, False
+    try:
+        with transaction.atomic():
+            silence = CheckSilence.objects.create(
+                **key,
+                reason=reason,
+                created_by_id=audit.user_id(user),
+                username=user.get_username() if user.is_authenticated else "",
+            )
+            audit.record(
+                user=user,
+                action="check_silence",
+                target_type=scope,
+                target_ids=[target],
+                reason=reason,
+                details={"check": check, "worker": worker.hostname},
+            )
+    except IntegrityError:
+        # Another request silenced it between our read and our insert.
+        return CheckSilence.objects.get(**key), False
+    return silence, True
+
+
+def check_unsilence(
+    *, worker: WorkerSnapshot, check: str, scope: str, queue: str, user: AnyUser
+) -> CheckSilence | None:
+    """Lift a silence; the audit keeps why it was there. None when there was none
+    (a double submit): nothing is recorded then."""
+    check, target = _silence_key(worker, check=check, scope=scope, queue=queue)
+    with transaction.atomic():
+        silence = (
+            CheckSilence.objects.select_for_update()
+            .filter(check_name=check, scope=scope, target=target)
+            .first()
+        )
+        if silence is None:
+            return None
+        silence.delete()
+        audit.record(
+            user=user,
+            action="check_unsilence",
+            target_type=scope,
+            target_ids=[target],
+            reason=silence.reason,
+            details={
+                "check": check,
+                "worker": worker.hostname,
+                "silenced_by": silence.username,
+                "silenced_at": silence.created_at.isoformat(),
+            },
+        )
+    return silence

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from typing import Any
+
 import django_tables2 as tables
 from django.utils.html import format_html
 
 from dashboard.models import WorkerSnapshot
+from dashboard.queues.checks import NOT_REPORTED, Check
 from dashboard.queues.selectors import QueueRow
 from dashboard.templatetags.ops import duration, rate
 
@@ -73,6 +76,7 @@ class WorkerTable(tables.Table):
     loadavg = tables.Column(empty_values=(), verbose_name="Load")
     uptime = tables.Column(empty_values=(), verbose_name="Up")
     queues = tables.Column(empty_values=(), verbose_name="Queues")
+    checks = tables.Column(empty_values=(), verbose_name="Checks")
     sw_ver = tables.Column(empty_values=(), verbose_name="Celery")
 
     class Meta:
@@ -88,11 +92,19 @@ class WorkerTable(tables.Table):
             "loadavg",
             "uptime",
             "queues",
+            "checks",
             "sw_ver",
         )
         attrs = {"class": "table workers", "id": "workers"}
         orderable = False
         row_attrs = {"class": lambda record: "" if record.online else "offline"}
+
+    def __init__(
+        self, *args: Any, checks: dict[str, list[Check]] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        # Each worker's fleet checks, by hostname (selectors.fleet_checks).
+        self.checks = checks or {}
 
     def render_pool(self, record: WorkerSnapshot) -> str:
         size = "?" if record.pool_size is None else record.pool_size
@@ -115,6 +127,28 @@ class WorkerTable(tables.Table):
 
     def render_queues(self, record: WorkerSnapshot) -> str:
         return ", ".join(record.queues) if record.queues else "none"
+
+    def render_checks(self, record: WorkerSnapshot) -> str:
+        """How many checks are flagged, and which, in words (never a colour alone)."""
+        checks = self.checks.get(record.hostname, [])
+        if all(check.unknown for check in checks):
+            return format_html('<span class="muted" title="{}">not reported</span>', NOT_REPORTED)
+        flagged = [check for check in checks if check.open]
+        notes = [
+            f"{n} {state}"
+            for state in ("silenced", "unknown")
+            if (n := sum(1 for check in checks if check.state == state))
+        ]
+        aside = f" ({', '.join(notes)})" if notes else ""
+        if not flagged:
+            return format_html('<span class="badge badge-online">all passed</span>{}', aside)
+        return format_html(
+            '<a href="{}#worker-checks"><span class="badge badge-warn">{} flagged</span></a> {}{}',
+            record.get_absolute_url(),
+            len(flagged),
+            ", ".join(check.flagged_as for check in flagged),
+            aside,
+        )
 
     def render_sw_ver(self, record: WorkerSnapshot) -> str:
         return record.sw_ver or "?"

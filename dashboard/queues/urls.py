@@ -13,5 +13,15 @@ urlpatterns = [
     # Node names may hold a slash: the controls match before the detail page.
     path("workers/<name:hostname>/pool/", views.worker_pool, name="worker_pool"),
     path("workers/<name:hostname>/autoscale/", views.worker_autoscale, name="worker_autoscale"),
+    path(
+        "workers/<name:hostname>/checks/silence/",
+        views.worker_check_silence,
+        name="worker_check_silence",
+    ),
+    path(
+        "workers/<name:hostname>/checks/unsilence/",
+        views.worker_check_unsilence,
+        name="worker_check_unsilence",
+    ),
     path("workers/<name:hostname>/", views.worker_detail, name="worker_detail"),
 ]

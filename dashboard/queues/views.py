@@ -90,7 +90,8 @@ def queue_purge(request: HtmxHttpRequest, name: str) -> HttpResponse:
 
 
 def _workers_context(request: HttpRequest, **result: str) -> dict[str, Any]:
-    table = WorkerTable(selectors.workers())
+    workers = selectors.workers()
+    table = WorkerTable(workers, checks=selectors.fleet_checks(workers))
     paginate(request, table, per_page=WORKERS_PER_PAGE)
     return {"table": table, "fresh": selectors.workers_freshness(), **result}
 
@@ -103,8 +104,79 @@ def workers(request: HtmxHttpRequest) -> HttpResponse:
 @permission_required("dashboard.view_workersnapshot", raise_exception=True)
 def worker_detail(request: HtmxHttpRequest, hostname: str) -> HttpResponse:
     worker = get_object_or_404(WorkerSnapshot, hostname=hostname)
-    context = {"worker": worker, "fresh": selectors.workers_freshness()}
+    if request.htmx:  # the polled state, which shows no checks
+        context = {"worker": worker, "fresh": selectors.workers_freshness()}
+    else:
+        context = _worker_context(worker)
     return page_or_fragment(request, "dashboard/worker_detail.html", "state", context)
+
+
+def _worker_context(worker: WorkerSnapshot, **result: str) -> dict[str, Any]:
+    checks = selectors.fleet_checks([worker])[worker.hostname]
+    return {"worker": worker, "checks": checks, "fresh": selectors.workers_freshness(), **result}
+
+
+@require_POST
+@permission_required("dashboard.control_worker", raise_exception=True)
+def worker_check_silence(request: HtmxHttpRequest, hostname: str) -> HttpResponse:
+    worker = get_object_or_404(WorkerSnapshot, hostname=hostname)
+    status, result = 200, {}
+    try:
+        silence, created = services.check_silence(
+            worker=worker,
+            check=request.POST.get("check", ""),
+            scope=request.POST.get("scope", ""),
+            queue=request.POST.get("queue", ""),
+            reason=request.POST.get("reason", ""),
+            user=request.user,
+        )
+        said = f"{silence.check_name} for {silence.scope} {silence.target}"
+        result["notice"] = (
+            f"Silenced {said}."
+            if created
+            else f"{said.capitalize()} was silenced already, by {silence.username or 'someone'}."
+        )
+    except services.InvalidSilence as exc:
+        status, result["error"] = 422, str(exc)
+    return action_response(
+        request,
+        "dashboard/worker_detail.html",
+        "checks",
+        _worker_context(worker, **result),
+        back=worker,
+        status=status,
+    )
+
+
+@require_POST
+@permission_required("dashboard.control_worker", raise_exception=True)
+def worker_check_unsilence(request: HtmxHttpRequest, hostname: str) -> HttpResponse:
+    worker = get_object_or_404(WorkerSnapshot, hostname=hostname)
+    check, scope = request.POST.get("check", ""), request.POST.get("scope", "")
+    status, result = 200, {}
+    try:
+        silence = services.check_unsilence(
+            worker=worker,
+            check=check,
+            scope=scope,
+            queue=request.POST.get("queue", ""),
+            user=request.user,
+        )
+        result["notice"] = (
+            f"{check} is no longer silenced for {silence.scope} {silence.target}."
+            if silence is not None
+            else f"{check} was not silenced (any more)."
+        )
+    except services.InvalidSilence as exc:
+        status, result["error"] = 422, str(exc)
+    return action_response(
+        request,
+        "dashboard/worker_detail.html",
+        "checks",
+        _worker_context(worker, **result),
+        back=worker,
+        status=status,
+    )
 
 
 @require_POST
@@ -122,7 +194,7 @@ def worker_pool(request: HtmxHttpRequest, hostname: str) -> HttpResponse:
         status, result["error"] = 422, str(exc)
     except BrokerUnavailable as exc:
         status, result["error"] = 503, f"Not sent: {exc}."
-    context = {"worker": worker, "fresh": selectors.workers_freshness(), **result}
+    context = _worker_context(worker, **result)
     return action_response(
         request, "dashboard/worker_detail.html", "controls", context, back=worker, status=status
     )
@@ -143,7 +215,7 @@ def worker_autoscale(request: HtmxHttpRequest, hostname: str) -> HttpResponse:
         status, result["error"] = 422, str(exc)
     except BrokerUnavailable as exc:
         status, result["error"] = 503, f"Not sent: {exc}."
-    context = {"worker": worker, "fresh": selectors.workers_freshness(), **result}
+    context = _worker_context(worker, **result)
     return action_response(
         request, "dashboard/worker_detail.html", "controls", context, back=worker, status=status
     )

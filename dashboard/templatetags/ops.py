@@ -47,6 +47,13 @@ def seconds_since(moment: datetime | None) -> float | None:
 
 
 @register.filter
+def seconds_until(moment: datetime | None) -> float | None:
+    if moment is None:
+        return None
+    return (moment - timezone.now()).total_seconds()
+
+
+@register.filter
 def epoch_age(epoch_seconds: float | None) -> float | None:
     """Seconds since an epoch timestamp (a worker's ``time_start``)."""
     if epoch_seconds is None:
