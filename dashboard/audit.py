@@ -45,6 +45,9 @@ def record(
         reason=reason,
         details=details or {},
     )
+    # What was acted on in words, as the caller named it: a failure group by
+    # its task and exception, which its hash in ``target_filter`` never says.
+    named = {key: event.details[key] for key in ("group", "filter") if event.details.get(key)}
     logger.info(
         "%s",
         json.dumps(
@@ -58,8 +61,11 @@ def record(
                 "target_filter": target_filter,
                 "count": event.count,
                 "reason": reason,
+                **named,
             },
             default=str,
+            # As JsonFormatter writes its lines: a group's "·" stays one character.
+            ensure_ascii=False,
         ),
     )
     return event

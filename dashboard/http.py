@@ -5,11 +5,13 @@ values the database cannot hold out of the views."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import messages
 from django.core.paginator import EmptyPage, Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import register_converter
 from django_htmx.middleware import HtmxDetails
@@ -99,6 +101,34 @@ def paginate(
     except EmptyPage:
         table.page = table.paginator.page(table.paginator.num_pages or 1)
     return table
+
+
+# --- query strings ------------------------------------------------------------
+
+
+def without_empty(query: QueryDict) -> QueryDict:
+    """``query`` with only the parameters that have a value, in their order."""
+    kept = QueryDict(mutable=True)
+    for name, values in query.lists():
+        if values := [value for value in values if value != ""]:
+            kept.setlist(name, values)
+    return kept
+
+
+def drops_empty_params(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+    """A GET whose query carries empty parameters (a filter form submits every
+    field) is sent to the same URL without them: the address bar, the history and
+    every link built from the query then say only what is set. No JavaScript
+    needed; htmx follows the redirect and pushes the clean URL."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if request.method == "GET" and any("" in values for _, values in request.GET.lists()):
+            query = without_empty(request.GET).urlencode()
+            return redirect(f"{request.path}?{query}" if query else request.path)
+        return view(request, *args, **kwargs)
+
+    return wrapped
 
 
 # --- URL converters -----------------------------------------------------------

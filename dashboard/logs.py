@@ -77,7 +77,14 @@ def logging_config(
                 "stream": "ext://sys.stderr",
             }
         },
-        "loggers": loggers or {},
+        "loggers": {
+            # runserver's own line for each request, beside the one that
+            # RequestIdMiddleware writes with its id and duration: each request
+            # was logged twice. Its errors stay (a request the site never saw,
+            # HTTPS spoken to it). Gunicorn never writes to this logger.
+            "django.server": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+            **(loggers or {}),
+        },
     }
     if root_level is not None:
         config["root"] = {"handlers": ["console"], "level": root_level}

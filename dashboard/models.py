@@ -480,3 +480,29 @@ class CheckSilence(models.Model):
 
     def __str__(self) -> str:
         return f"{self.check_name} silenced for {self.scope} {self.target}"
+
+
+class UserPreference(models.Model):
+    """How one person likes the pages: the theme, for now."""
+
+    class Theme(models.TextChoices):
+        SYSTEM = "system", "System"
+        LIGHT = "light", "Light"
+        DARK = "dark", "Dark"
+
+    user = models.OneToOneField("auth.User", on_delete=models.CASCADE, related_name="preference")
+    # "system" follows the browser's prefers-color-scheme.
+    theme = models.CharField(max_length=16, choices=Theme.choices, default=Theme.SYSTEM)
+
+    def __str__(self) -> str:
+        return f"{self.user} prefers the {self.theme} theme"
+
+    @property
+    def next_theme(self) -> str:
+        return next_theme(self.theme)
+
+
+def next_theme(theme: str) -> str:
+    """The theme the header's button switches to: system, light, dark, and round."""
+    order = list(UserPreference.Theme.values)
+    return order[(order.index(theme) + 1) % len(order)] if theme in order else order[0]

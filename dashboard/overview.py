@@ -5,6 +5,9 @@ snapshots the monitor keeps (one row per queue, worker, collector), the task
 outcomes of the last hour by minute (``TaskMinute``, at most 61 rows per
 aggregate), and of the dead letters only counters, the hourly group counts and
 a capped count of the last hour's open rows on its index.
+
+Every other page shows the state too, in the tab's title and icon
+(``headline``): there it is cached for a few seconds.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Sum
 from django.urls import reverse
 from django.utils import timezone
@@ -28,6 +32,8 @@ from deadletters.models import DeadLetter, DeadLetterGroup, DeadLetterGroupHour
 from deadletters.selectors import Count, count_matching, open_total
 
 HEALTHY, DEGRADED, FAILING = "healthy", "degraded", "failing"
+# A tile with nothing to judge by (no outcomes reported, no beat in use).
+UNKNOWN = "unknown"
 # A task failing more often than this over the last FAILURE_WINDOW degrades the cluster.
 FAILURE_RATIO = 0.05
 FAILURE_WINDOW = timedelta(minutes=10)
@@ -35,6 +41,8 @@ FAILURE_WINDOW = timedelta(minutes=10)
 NAMED = 3
 BACKLOGS_SHOWN = 8
 GROUPS_SHOWN = 5
+# Where every page's title finds the state (Django's cache: per process by default).
+HEADLINE_KEY = "ops:headline"
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,30 @@ class State:
     @property
     def word(self) -> str:
         return self.level.capitalize()
+
+
+@dataclass(frozen=True)
+class Headline:
+    """What the tab's title and icon say on every page: "(35) Degraded"."""
+
+    level: str
+    open: int
+
+    @property
+    def word(self) -> str:
+        return self.level.capitalize()
+
+    @property
+    def text(self) -> str:
+        return f"({self.open}) {self.word}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A tile's judgement, in a colour (``level``) and in words, never the colour alone."""
+
+    level: str
+    text: str
 
 
 def time_to_drain(depth: int | None, in_rate: float | None, out_rate: float | None) -> float | None:
@@ -123,80 +155,209 @@ class Overview:
     broker: Freshness
     workers: Freshness
     failing_tasks: list[tasks.TaskFigures] = field(default_factory=list)
+    # One verdict per tile: queues, workers, tasks, dead letters, periodic.
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    periodic_entries: int = 0
+    beats_alive: int = 0
 
     @property
     def top_group(self) -> TopGroup | None:
         return self.grown_groups[0] if self.grown_groups else None
 
+    @property
+    def headline(self) -> Headline:
+        return Headline(self.state.level, self.dead_letters_open)
 
-def overview(now: datetime | None = None) -> Overview:
+
+@dataclass(frozen=True)
+class Cluster:
+    """What the state is judged from: the snapshots the monitor keeps, the last
+    ten minutes of outcomes, beat, ingestion and the fleet checks."""
+
+    now: datetime
+    queues: list[QueueRow]
+    broker: Freshness
+    workers: Freshness
+    # (hostname, online, last seen) of every worker seen in the last day.
+    snapshots: list[tuple[str, bool, datetime]]
+    recent: list[tasks.TaskFigures]
+    failing: list[tasks.TaskFigures]
+    beat: BeatState
+    ingest_trouble: str
+    flags: list[tuple[str, list[str]]]
+
+    @property
+    def online(self) -> int:
+        return sum(1 for _, is_online, _ in self.snapshots if is_online)
+
+    @property
+    def offline(self) -> list[tuple[str, datetime]]:
+        return [(host, seen) for host, is_online, seen in self.snapshots if not is_online]
+
+
+def read_cluster(now: datetime | None = None) -> Cluster:
     now = now or timezone.now()
     # Work waiting for Celery workers: the dead-letter queue is the monitor's.
     rows = [row for row in queue_rows() if not row.is_dead_letter_queue]
-    depths = [row.depth for row in rows if row.depth is not None]
-    aged = [(row.oldest_age, row.name) for row in rows if row.oldest_age is not None]
-    worst_age, worst_queue = max(aged) if aged else (None, "")
     statuses = {
         status.name: status
         for status in CollectorStatus.objects.filter(name__in=("broker", "workers"))
     }
-    broker = Freshness(statuses.get("broker"), settings.MONITOR_BROKER_INTERVAL, now)
-    workers = Freshness(statuses.get("workers"), settings.MONITOR_WORKERS_INTERVAL, now)
-    snapshots = list(
-        WorkerSnapshot.objects.filter(last_seen_at__gte=now - timedelta(days=1))
-        .order_by("hostname")
-        .values_list("hostname", "online", "last_seen_at")
-    )
-    online = sum(1 for _, is_online, _ in snapshots if is_online)
     recent = tasks.recent_figures(now - FAILURE_WINDOW, now)
-    failing = sorted(
-        (task for task in recent if (task.failure_ratio or 0) > FAILURE_RATIO),
-        key=lambda task: (-(task.failure_ratio or 0), task.name),
+    return Cluster(
+        now=now,
+        queues=rows,
+        broker=Freshness(statuses.get("broker"), settings.MONITOR_BROKER_INTERVAL, now),
+        workers=Freshness(statuses.get("workers"), settings.MONITOR_WORKERS_INTERVAL, now),
+        snapshots=list(
+            WorkerSnapshot.objects.filter(last_seen_at__gte=now - timedelta(days=1))
+            .order_by("hostname")
+            .values_list("hostname", "online", "last_seen_at")
+        ),
+        recent=recent,
+        failing=sorted(
+            (task for task in recent if (task.failure_ratio or 0) > FAILURE_RATIO),
+            key=lambda task: (-(task.failure_ratio or 0), task.name),
+        ),
+        beat=beat_state(now),
+        ingest_trouble=ingest_trouble(now),
+        flags=open_flags(),
     )
+
+
+def headline() -> Headline:
+    """The state and the open dead letters, for the title and icon of every page.
+
+    Judging the state reads several tables; every page of every operator asks,
+    so it is cached for ``STATE_CACHE_SECONDS`` (the overview refreshes it on
+    each poll).
+    """
+    cached = cache.get(HEADLINE_KEY)
+    if not isinstance(cached, Headline):
+        cached = Headline(_state(read_cluster()).level, open_total())
+        cache.set(HEADLINE_KEY, cached, settings.STATE_CACHE_SECONDS)
+    return cached
+
+
+def overview(now: datetime | None = None) -> Overview:
+    cluster = read_cluster(now)
+    now, rows = cluster.now, cluster.queues
+    depths = [row.depth for row in rows if row.depth is not None]
+    aged = [(row.oldest_age, row.name) for row in rows if row.oldest_age is not None]
+    worst_age, worst_queue = max(aged) if aged else (None, "")
     last_hour = DeadLetter.objects.filter(
         state=DeadLetter.State.OPEN, failed_at__gte=now - timedelta(hours=1)
     )
-    state = _state(
-        now=now,
-        beat=beat_state(now),
-        broker=broker,
-        workers=workers,
-        online=online,
-        offline=[(host, seen) for host, is_online, seen in snapshots if not is_online],
-        queues=rows,
-        failing=failing,
-    )
-    return Overview(
+    state = _state(cluster)
+    throughput = _throughput(now, cluster.recent)
+    dead_letters_open = open_total()
+    result = Overview(
         state=state,
         queues=len(rows),
         backlog=sum(depths) if depths else None,
         worst_queue=worst_queue,
         worst_age=worst_age,
         backlogs=_backlogs(rows),
-        workers_online=online,
-        workers_seen_today=len(snapshots),
-        throughput=_throughput(now, recent),
+        workers_online=cluster.online,
+        workers_seen_today=len(cluster.snapshots),
+        throughput=throughput,
         dead_letters_last_hour=count_matching(last_hour),
-        dead_letters_open=open_total(),
+        dead_letters_open=dead_letters_open,
         grown_groups=_grown_groups(now),
-        broker=broker,
-        workers=workers,
-        failing_tasks=failing,
+        broker=cluster.broker,
+        workers=cluster.workers,
+        failing_tasks=cluster.failing,
+        verdicts=_verdicts(cluster, throughput, dead_letters_open),
+        periodic_entries=len(cluster.beat.entries),
+        beats_alive=len(cluster.beat.alive),
     )
+    # The overview has just judged the state: the other pages' titles use it.
+    cache.set(HEADLINE_KEY, result.headline, settings.STATE_CACHE_SECONDS)
+    return result
 
 
-def _state(
-    *,
-    now: datetime,
-    beat: BeatState,
-    broker: Freshness,
-    workers: Freshness,
-    online: int,
-    offline: list[tuple[str, datetime]],
-    queues: list[QueueRow],
-    failing: list[tasks.TaskFigures],
-) -> State:
+def _verdicts(
+    cluster: Cluster, throughput: Throughput, dead_letters_open: int
+) -> dict[str, Verdict]:
+    """Each tile's colour and words: what an operator reads from across the room."""
+    return {
+        "queues": _queues_verdict(cluster),
+        "workers": _workers_verdict(cluster),
+        "tasks": _tasks_verdict(cluster, throughput),
+        "dead_letters": _dead_letters_verdict(cluster, dead_letters_open),
+        "periodic": _periodic_verdict(cluster.beat),
+    }
+
+
+def _counted(parts: list[tuple[int, str]]) -> str:
+    return ", ".join(f"{n:,} {words}" for n, words in parts if n)
+
+
+def _queues_verdict(cluster: Cluster) -> Verdict:
+    if cluster.broker.failing_since is not None:
+        return Verdict(FAILING, "broker unreachable: figures as last sampled")
+    rows = cluster.queues
+    trouble = _counted(
+        [
+            (sum(1 for row in rows if row.paused is not None), "paused"),
+            (sum(1 for row in rows if row.missing_consumer), "without a consumer"),
+            (sum(1 for row in rows if row.depth and _growth(row) > 0), "growing"),
+        ]
+    )
+    if trouble:
+        return Verdict(DEGRADED, f"needs a look: {trouble}")
+    if cluster.broker.stale:
+        return Verdict(DEGRADED, "not sampled lately")
+    return Verdict(HEALTHY, "all consumed, none paused or growing")
+
+
+def _workers_verdict(cluster: Cluster) -> Verdict:
+    sampled = cluster.workers.status is not None and cluster.workers.status.last_success_at
+    if sampled and not cluster.online:
+        return Verdict(FAILING, "no worker online")
+    checks = "configuration checks" if len(cluster.flags) > 1 else "configuration check"
+    trouble = _counted(
+        [(len(cluster.offline), "offline"), (len(cluster.flags), f"{checks} flagged")]
+    )
+    if trouble:
+        return Verdict(DEGRADED, f"needs a look: {trouble}")
+    if not sampled or cluster.workers.stale:
+        return Verdict(DEGRADED, "not asked lately")
+    return Verdict(HEALTHY, "all online, no check flagged")
+
+
+def _tasks_verdict(cluster: Cluster, throughput: Throughput) -> Verdict:
+    if cluster.failing:
+        n = len(cluster.failing)
+        return Verdict(DEGRADED, f"needs a look: {n} task{'s' if n != 1 else ''} fail over 5 %")
+    if throughput.failure_ratio is None:
+        return Verdict(UNKNOWN, "no outcomes reported")
+    return Verdict(HEALTHY, "every task fails under 5 %")
+
+
+def _dead_letters_verdict(cluster: Cluster, dead_letters_open: int) -> Verdict:
+    if cluster.ingest_trouble:
+        return Verdict(FAILING, "ingestion stuck: new failures wait in the broker")
+    if dead_letters_open:
+        return Verdict(FAILING, f"{dead_letters_open:,} open in all: needs a look")
+    return Verdict(HEALTHY, "none open")
+
+
+def _periodic_verdict(beat: BeatState) -> Verdict:
+    if beat.down:
+        return Verdict(FAILING, "beat is down: nothing is sent")
+    if beat.duplicates:
+        return Verdict(FAILING, f"needs a look: {len(beat.duplicates):,} sent by two beats")
+    if beat.late:
+        return Verdict(DEGRADED, f"needs a look: {len(beat.late):,} late")
+    if not beat.entries:
+        return Verdict(UNKNOWN, "no schedule reported")
+    return Verdict(HEALTHY, "every entry on time")
+
+
+def _state(cluster: Cluster) -> State:
     """Healthy, degraded or failing, with every reason, the worst first."""
+    beat, broker, workers, queues = cluster.beat, cluster.broker, cluster.workers, cluster.queues
     reasons: list[Reason] = []
     paused = [row.paused for row in queues if row.paused is not None]
 
@@ -210,11 +371,10 @@ def _state(
     if broker.failing_since is not None:
         since = timezone.localtime(broker.failing_since)
         add(FAILING, [(f"Broker unreachable since {since:%H:%M}.", queues_url)], "")
-    if workers.status is not None and workers.status.last_success_at and not online:
+    if workers.status is not None and workers.status.last_success_at and not cluster.online:
         add(FAILING, [("No worker online.", workers_url)], "")
-    trouble = ingest_trouble(now)
-    if trouble:
-        add(FAILING, [(trouble, reverse("deadletters:list"))], "")
+    if cluster.ingest_trouble:
+        add(FAILING, [(cluster.ingest_trouble, reverse("deadletters:list"))], "")
     periodic_url = reverse("periodic")
     if beat.down:
         text = "Beat is down: no beat process reports, no periodic task is sent."
@@ -242,7 +402,7 @@ def _state(
                 f" in the last {FAILURE_WINDOW.seconds // 60} min.",
                 task.get_absolute_url(window="15m"),
             )
-            for task in failing
+            for task in cluster.failing
         ],
         "{n} more tasks fail more than 5 % of their runs.",
     )
@@ -264,7 +424,7 @@ def _state(
         DEGRADED,
         [
             (f"Worker {host} offline since {timezone.localtime(seen):%H:%M}.", workers_url)
-            for host, seen in offline
+            for host, seen in cluster.offline
         ],
         "{n} more workers offline.",
     )
@@ -292,7 +452,7 @@ def _state(
                 + ").",
                 workers_url,
             )
-            for problem, hosts in open_flags()
+            for problem, hosts in cluster.flags
         ],
         "{n} more configuration checks flagged.",
     )

@@ -92,6 +92,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "dashboard.context_processors.banners",
+                "dashboard.context_processors.headline",
+                "dashboard.context_processors.theme",
                 "deadletters.context_processors.open_cap",
             ],
         },
@@ -293,6 +295,10 @@ MONITOR_HISTORY_HOURS = env_float("MONITOR_HISTORY_HOURS", 24.0, minimum=1.0)
 # message rates and the head message's timestamp; without it, depths come from
 # a passive queue declare. Credentials default to the broker URL's.
 RABBITMQ_MANAGEMENT_URL = env_str("RABBITMQ_MANAGEMENT_URL", "")
+
+# The cluster's state and open dead letters, in every page's title and icon,
+# are judged at most this often per web process (0: on every page).
+STATE_CACHE_SECONDS = env_int("STATE_CACHE_SECONDS", 5, minimum=0)
 
 # Static files are served by whitenoise from the apps' folders, so that the
 # site works without a collectstatic step; production images run it anyway.

@@ -14,6 +14,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", views.healthz, name="healthz"),
     path("audit/", views.audit_log, name="audit"),
+    path("preferences/theme/", views.theme, name="theme"),
     path("readyz", views.readyz, name="readyz"),
     path("metrics", metrics_views.metrics, name="metrics"),
     path("deadletters/", include("deadletters.urls")),

@@ -18,6 +18,7 @@ from django.http import QueryDict
 from django.utils import timezone
 
 from dashboard import audit
+from deadletters import selectors
 from deadletters.filters import DeadLetterFilter
 from deadletters.models import ACTIVE, BulkAction, DeadLetter
 
@@ -146,6 +147,7 @@ def create(
             details={
                 "bulk_action": bulk.pk,
                 "filter": bulk.filter_description,
+                **group_detail(bulk.filter_query),
                 "skip_canary": skip_canary,
                 "rate": rate,
                 "needs_approval": bulk.state == BulkAction.State.APPROVAL,
@@ -219,12 +221,24 @@ def approve(action: BulkAction, *, user: Any) -> BulkAction:
 
 
 def describe(filter_query: str) -> str:
-    """The filter in words, as the progress page and the audit show it."""
-    params = QueryDict(filter_query)
-    labels = {
-        "task": "task", "queue": "queue", "exception": "exception", "signature": "group",
-        "worker": "worker", "range": "failed in the last", "since": "failed since",
-        "until": "failed before", "q": "search",
-    }  # fmt: skip
-    parts = [f"{label} {params[name]!r}" for name, label in labels.items() if params.get(name)]
-    return ", ".join(parts) or "all dead letters"
+    """The filter in words, as the progress page and the audit show it: its group
+    named by task and exception, looked up now (one query when it names one)."""
+    names = selectors.group_names([selectors.filter_group(filter_query)])
+    return selectors.describe_filter(filter_query, names)
+
+
+def group_detail(filter_query: str) -> dict[str, str]:
+    """``{"group": its name}`` for an audit event's details when the filter names
+    a group: kept there, the name outlives the group's row, which retention prunes."""
+    signature = selectors.filter_group(filter_query)
+    name = selectors.group_names([signature]).get(signature)
+    return {"group": name} if name else {}
+
+
+def named_scope(action: BulkAction) -> str:
+    """What ``action`` acts on, in words. An action stored before groups had
+    names carries its group's hash: named now, while the group's row is there."""
+    signature = selectors.filter_group(action.filter_query)
+    if action.selected_ids is None and signature and signature in action.filter_description:
+        return describe(action.filter_query)
+    return action.scope

@@ -37,7 +37,7 @@ from django.utils import timezone
 from dashboard import audit
 from dashboard.broker.publish import Published, publish_tasks
 from deadletters.aggregates import count_handled
-from deadletters.bulk import InvalidFilter, open_count, target_rows
+from deadletters.bulk import InvalidFilter, group_detail, open_count, target_rows
 from deadletters.models import ACTIVE, BulkAction, DeadLetter
 from deadletters.selectors import requeue_outcomes
 from deadletters.services import requeue_message
@@ -78,9 +78,10 @@ def run(action: BulkAction, *, seconds: float | None = None) -> BulkAction:
     deadline = None if seconds is None else time.monotonic() + seconds
     if action.state == BulkAction.State.PENDING:
         first = BulkAction.State.CANARY if _needs_canary(action) else BulkAction.State.RUNNING
-        BulkAction.objects.filter(pk=action.pk, state=BulkAction.State.PENDING).update(
+        if BulkAction.objects.filter(pk=action.pk, state=BulkAction.State.PENDING).update(
             state=first, started_at=timezone.now()
-        )
+        ):
+            logger.info("%s: started, %d open rows", _label(action), action.total)
     else:
         _settle_unconfirmed(action)
     action.refresh_from_db()
@@ -94,6 +95,12 @@ def run(action: BulkAction, *, seconds: float | None = None) -> BulkAction:
             _discard(action, deadline)
     action.refresh_from_db()
     return action
+
+
+def _label(action: BulkAction) -> str:
+    """The action in a log line: what it does to which rows, its group named by
+    task and exception (as stored at the click: no query)."""
+    return f"bulk action {action.pk} ({action.get_action_display().lower()} of {action.scope})"
 
 
 def _past(deadline: float | None) -> bool:
@@ -117,9 +124,8 @@ def _settle_unconfirmed(action: BulkAction) -> None:
             unconfirmed=F("unconfirmed") + len(rows), pending_ids=None
         )
     logger.warning(
-        "bulk action %s: %d rows were claimed but not confirmed before a crash; "
-        "they are not published again",
-        action.pk,
+        "%s: %d rows were claimed but not confirmed before a crash; they are not published again",
+        _label(action),
         len(rows),
     )
 
@@ -442,9 +448,9 @@ def _confirm(
         )
     if unknown:
         logger.warning(
-            "bulk action %s: the broker went away before it confirmed %d messages; "
+            "%s: the broker went away before it confirmed %d messages; "
             "they may or may not be queued, and are not published again",
-            action.pk,
+            _label(action),
             len(unknown),
         )
     if outcome.error:
@@ -508,6 +514,15 @@ def _finish(action: BulkAction, state: str = BulkAction.State.DONE) -> None:
         if not updated:
             return
         action.refresh_from_db()
+        logger.info(
+            "%s: %s, %d done, %d skipped, %d failed, %d unconfirmed",
+            _label(action),
+            action.get_state_display().lower(),
+            action.done,
+            action.skipped,
+            action.failed,
+            action.unconfirmed,
+        )
         audit.record(
             user=action.created_by,
             action=f"bulk_{action.action}_finished",
@@ -517,6 +532,8 @@ def _finish(action: BulkAction, state: str = BulkAction.State.DONE) -> None:
             reason=action.reason,
             details={
                 "bulk_action": action.pk,
+                "filter": action.filter_description,
+                **group_detail(action.filter_query),
                 "done": action.done,
                 "skipped": action.skipped,
                 "failed": action.failed,

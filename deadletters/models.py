@@ -6,6 +6,9 @@ from django.conf import settings
 from django.db import models
 from django.db.models.functions import Now
 from django.urls import reverse
+from django.utils.text import Truncator
+
+from deadletters.envelope import normalise_message
 
 
 class DeadLetter(models.Model):
@@ -184,7 +187,26 @@ class DeadLetterGroup(models.Model):
         indexes = [models.Index(fields=["-open", "-last_seen"], name="dlg_open_last_seen")]
 
     def __str__(self) -> str:
-        return f"{self.task_name}: {self.exception_type}"
+        return self.name
+
+    @property
+    def name(self) -> str:
+        """What people call the group: its task and its exception, never its hash."""
+        return group_name(self.task_name, self.exception_type, self.message)
+
+
+# A name goes into log lines and page headings: a long message is cut here.
+GROUP_NAME_MESSAGE = 120
+
+
+def group_name(task_name: str, exception_type: str, message: str) -> str:
+    """A failure group named by its task and exception, the message as its signature
+    reads it: "demo.tasks.resize_image · ValueError: image <n> has an unsupported
+    colour profile". The same for every failure of the group, whichever example
+    the group row keeps."""
+    text = Truncator(normalise_message(message)).chars(GROUP_NAME_MESSAGE)
+    exception = ": ".join(part for part in (exception_type, text) if part)
+    return f"{task_name or '(unreadable messages)'} · {exception or '(no exception)'}"
 
 
 class DeadLetterGroupHour(models.Model):
@@ -299,6 +321,14 @@ class BulkAction(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("deadletters:bulk", args=[self.pk])
+
+    @property
+    def scope(self) -> str:
+        """What it acts on, in words, as stored at the click: the filter's group is
+        named there by task and exception, so the words outlive the group's row."""
+        if self.selected_ids is not None:
+            return f"{len(self.selected_ids)} ticked dead letters"
+        return self.filter_description or "all dead letters"
 
     @property
     def processed(self) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
 from django.db.models.expressions import RawSQL
+from django.http import QueryDict
 from django.utils import timezone
 
 from deadletters.models import (
@@ -41,6 +42,12 @@ def count_matching(rows: QuerySet[DeadLetter]) -> Count:
     """Counts at most COUNT_CAP + 1 rows: never a COUNT(*) over the whole table."""
     n = rows.order_by().values("pk")[: COUNT_CAP + 1].count()
     return Count(min(n, COUNT_CAP), n <= COUNT_CAP)
+
+
+def open_in_queue(queue: str) -> Count:
+    """The open dead letters of one queue, counted as the console counts them
+    (capped; on the queue's index)."""
+    return count_matching(DeadLetter.objects.filter(queue=queue, state=DeadLetter.State.OPEN))
 
 
 def last_page(rows: QuerySet[DeadLetter], *, per_page: int, before: int) -> int:
@@ -106,6 +113,45 @@ def failure_groups(*, show_all: bool = False, task: str = "") -> QuerySet[DeadLe
     if task:
         rows = rows.filter(task_name=task)
     return rows
+
+
+def group_names(signatures: Iterable[str]) -> dict[str, str]:
+    """The name of each of these groups that still has its row, in one query
+    (retention prunes the rows of old, closed groups)."""
+    wanted = {signature for signature in signatures if signature}
+    if not wanted:
+        return {}
+    rows = DeadLetterGroup.objects.filter(signature__in=wanted).only(
+        "signature", "task_name", "exception_type", "message"
+    )
+    return {group.signature: group.name for group in rows}
+
+
+# The list's filters in words, in the order a person reads them.
+FILTER_WORDS = {
+    "task": "task", "queue": "queue", "exception": "exception", "signature": "group",
+    "worker": "worker", "range": "failed in the last", "since": "failed since",
+    "until": "failed before", "q": "search",
+}  # fmt: skip
+
+
+def describe_filter(filter_query: str, names: Mapping[str, str]) -> str:
+    """A filter in words, its group named from ``names`` (``group_names``); a group
+    no longer known is shown by the start of its hash, the one thing left of it."""
+    params = QueryDict(filter_query)
+    parts = []
+    for field, words in FILTER_WORDS.items():
+        value = params.get(field)
+        if value and field == "signature":
+            value = names.get(value) or f"{value[:12]}…"
+        if value:
+            parts.append(f"{words} {value!r}")
+    return ", ".join(parts) or "all dead letters"
+
+
+def filter_group(filter_query: str) -> str:
+    """The signature of the group a stored filter names, or ''."""
+    return QueryDict(filter_query).get("signature") or ""
 
 
 # The SQL form of ``DeadLetter.requeue_blocker`` being empty, for an open row.

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import django_tables2 as tables
+from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
@@ -12,7 +13,12 @@ class DeadLetterTable(tables.Table):
     selected = tables.CheckBoxColumn(
         accessor="pk",
         attrs={
-            "input": {"name": "ids", "form": "bulk", "class": "pick"},
+            "input": {
+                "name": "ids",
+                "form": "bulk",
+                "class": "pick",
+                "aria-label": lambda record: f"select dead letter {record.pk}",
+            },
             "th__input": {"class": "pick-page", "aria-label": "select this page"},
         },
         orderable=False,
@@ -40,6 +46,9 @@ class DeadLetterTable(tables.Table):
 
     def render_task_name(self, value: str) -> str:
         return value or "(unreadable message)"
+
+    def render_queue(self, value: str) -> SafeString:
+        return format_html('<a href="{}">{}</a>', reverse("queue_detail", args=[value]), value)
 
     def render_exception(self, record: DeadLetter) -> SafeString:
         message = Truncator(record.exception_message).chars(120)

@@ -12,10 +12,11 @@ from django.contrib.auth.decorators import permission_required
 from django.contrib.auth.mixins import PermissionRequiredMixin
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.views.decorators.http import require_POST
 from django_filters.views import FilterView
 from django_htmx.http import HttpResponseClientRedirect
@@ -24,9 +25,11 @@ from django_tables2 import LazyPaginator, SingleTableMixin
 from dashboard.http import (
     HtmxHttpRequest,
     action_response,
+    drops_empty_params,
     page_number,
     page_or_fragment,
     paginate,
+    without_empty,
 )
 from deadletters import bulk, selectors
 from deadletters.filters import DeadLetterFilter
@@ -66,6 +69,7 @@ class DeadLetterListView(PermissionRequiredMixin, SingleTableMixin, FilterView):
     def get_template_names(self) -> list[str]:
         return ["deadletters/list.html#results" if self.request.htmx else self.template_name]
 
+    @method_decorator(drops_empty_params)
     def get(self, request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         response: HttpResponse = super().get(request, *args, **kwargs)
         table = response.context_data["table"]  # type: ignore[attr-defined]
@@ -90,7 +94,11 @@ class DeadLetterListView(PermissionRequiredMixin, SingleTableMixin, FilterView):
         for name in ("page", "sort"):
             query.pop(name, None)
         filterset = context["filter"]
+        signature = query.get("signature", "")
+        group_name = selectors.group_names([signature]).get(signature, f"{signature[:12]}…")
+        task_names = selectors.distinct_stats("task_name")
         context.update(
+            group_name=group_name if signature else "",
             filter_query=query.urlencode(),
             filtered=any(v for k, v in query.items()),
             count=selectors.count_matching(filterset.qs)
@@ -99,7 +107,9 @@ class DeadLetterListView(PermissionRequiredMixin, SingleTableMixin, FilterView):
             confirm_above=settings.DEADLETTERS_CONFIRM_ABOVE,
             canary_above=settings.DEADLETTERS_CANARY_ABOVE,
             canary_size=settings.DEADLETTERS_CANARY_SIZE,
-            task_names=selectors.distinct_stats("task_name"),
+            task_names=task_names,
+            # Wide enough for the longest task name known: none is cut off.
+            task_size=min(60, max([20, *(len(name) + 2 for name in task_names)])),
             queue_names=selectors.distinct_stats("queue"),
         )
         return context
@@ -284,9 +294,10 @@ def bulk_create(request: HtmxHttpRequest) -> HttpResponse:
 
 
 def _bulk_context(request: HtmxHttpRequest, action: BulkAction) -> dict[str, Any]:
-    list_url = reverse("deadletters:list") + (
-        f"?{action.filter_query}" if action.filter_query else ""
-    )
+    # Stored as the list's form sent it: an action from before empty fields
+    # were dropped still links to a clean URL.
+    query = without_empty(QueryDict(action.filter_query)).urlencode()
+    list_url = reverse("deadletters:list") + (f"?{query}" if query else "")
     requeue = action.action == BulkAction.Action.REQUEUE
     outcomes = selectors.requeue_outcomes(action) if requeue else None
     # Outcomes go on arriving once the action is done: their part polls on while
@@ -302,6 +313,7 @@ def _bulk_context(request: HtmxHttpRequest, action: BulkAction) -> dict[str, Any
     may_act = request.user.has_perm(f"deadletters.{action.action}_deadletter")
     return {
         "action": action,
+        "scope": bulk.named_scope(action),
         "list_url": list_url,
         "outcomes": outcomes,
         "outcome_awaited": awaited,

@@ -9,9 +9,12 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import MaxRetriesExceededError
+from celery.utils.log import get_task_logger
 
 from deadletters.hook import send_dead_letter
 from demo.celery_app import app
+
+logger = get_task_logger(__name__)
 
 
 def _was_requeued(task: Task) -> bool:
@@ -33,6 +36,9 @@ def resize_image(self: Task, image_id: int, sizes: list[int]) -> str:
     """Fails for good on the first run (a bug); runs fine once requeued after 'the fix'."""
     if not _was_requeued(self):
         raise ValueError(f"image {image_id} has an unsupported colour profile")
+    # What the demo's console shows of a requeue that worked (Celery's own
+    # "succeeded" lines are left out there, one for every task).
+    logger.info("resize_image %s succeeded after a requeue", image_id)
     return f"resized {image_id} to {sizes}"
 
 

@@ -18,12 +18,14 @@ def worker_command(
     concurrency: int = 2,
     loglevel: str = "INFO",
     quiet: bool = True,
+    console: bool = False,
     extra: Sequence[str] = (),
 ) -> list[str]:
     """``celery worker`` for node ``name@<host>``; ``extra`` options override these.
 
     ``quiet``: without mingle and gossip, which only slow a start by a second
     and chatter between workers that a single test or demo does not need.
+    ``console``: a line an event on the console, no tracebacks (``demo.console``).
     """
     return [
         sys.executable,
@@ -43,5 +45,6 @@ def worker_command(
         "--loglevel",
         loglevel,
         *(("--without-mingle", "--without-gossip") if quiet else ()),
+        *(("--include", "demo.console") if console else ()),
         *extra,
     ]

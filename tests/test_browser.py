@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 import redis
+from django.utils import timezone
 
+from dashboard.models import QueueSnapshot
 from dashboard.periodic import reports
 from deadletters.models import BulkAction, DeadLetter
 from tests.beat_reports import beat_report, message
@@ -33,8 +35,18 @@ PASSWORD = "correct horse battery staple"
 XSS = '<script>alert(1)</script>"><img src=x onerror=alert(1)>'
 
 
+# Other modules import these fixtures (``from tests.test_browser import browser,
+# page``), and pytest registers them there again, as fixtures of their own. One
+# Chromium serves them all: Playwright's sync API runs one event loop a thread,
+# and a second one started beside it fails.
+_LAUNCHED: list[Any] = []
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
+    if _LAUNCHED:
+        yield _LAUNCHED[0]  # the first module's, closed after this one's teardown
+        return
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
     need(executable is not None, "Chromium is not installed here (apt-get install chromium)")
     # Playwright's sync API runs an event loop in this thread; the ORM calls the
@@ -55,8 +67,12 @@ def browser() -> Iterator[Any]:
                 "--disable-sync",
             ],
         )
-        yield browser
-        browser.close()
+        _LAUNCHED.append(browser)
+        try:
+            yield browser
+        finally:
+            _LAUNCHED.clear()
+            browser.close()
 
 
 @pytest.fixture
@@ -227,10 +243,12 @@ def test_the_pages_run_under_the_content_security_policy(
     make_user("olivia", group="Operator")
     dead_letter = make_dead_letter(queue="requeue-target")
     fold(runs("demo.tasks.add", succeeded=9, failed={"KeyError": 1}, runtimes=[0.2] * 10))
+    QueueSnapshot.objects.create(name="requeue-target", sampled_at=timezone.now(), depth=1)
     log_in(page, live_server.url, "olivia")
     violations: list[str] = []
     pages = (
         "/",
+        "/queues/requeue-target/",
         "/tasks/",
         "/tasks/demo.tasks.add/",
         "/periodic/",
@@ -313,3 +331,21 @@ def test_a_marked_poll_pauses_while_the_tab_is_hidden(page: Any, live_server: An
     assert len(polls) == paused_at
     show("visible")
     wait_for_polls(paused_at + 3)
+
+
+def test_the_filter_bar_fits_a_1280_pixel_screen(page: Any, live_server: Any) -> None:
+    make_user("olivia", group="Operator")
+    task = "demo.tasks.removed_in_last_deploy_of_the_billing_service"
+    make_dead_letter(task=task)
+    page.set_viewport_size({"width": 1280, "height": 800})
+    log_in(page, live_server.url, "olivia")
+    # Empty fields, as the form sends them: the URL that stays has only the task.
+    page.goto(f"{live_server.url}/deadletters/?q=&task={task}&until=")
+    assert page.url == f"{live_server.url}/deadletters/?task={task}"
+    since = page.locator("input[name=since]").bounding_box()
+    until = page.locator("input[name=until]").bounding_box()
+    assert until["y"] == since["y"], "until on a line of its own"
+    field = page.locator("input[name=task]")
+    assert field.input_value() == task
+    assert field.evaluate("e => e.scrollWidth <= e.clientWidth"), "the task name is cut off"
+    assert page.locator("form.filters").evaluate("f => f.scrollWidth <= f.clientWidth")

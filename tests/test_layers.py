@@ -9,16 +9,20 @@ naming the module and the import.
     dashboard.monitor  the process; only its job list (jobs.py) reaches into
                        the apps (deadletters, the queue pages' samplers)
     dashboard.queues   the queue and worker pages; of the monitor, only the
-                       collector status it records
+                       collector status it records; of deadletters, only its
+                       selectors, and only in its own selectors: a queue's page
+                       counts the queue's open dead letters
     dashboard.tasks    the task outcomes and their pages; nothing of the
                        monitor, and of deadletters only its selectors: a task's
                        page lists the task's open failure groups
     dashboard.periodic the beat page and its reports; nothing of the monitor,
                        and of deadletters only its selectors: an entry's last
                        outcome is its task's dead letter
+    dashboard.tables   the audit's table; of deadletters only its selectors:
+                       it names the failure groups that events acted on
     who imports deadletters: itself, the monitor's job list, the overview,
-                       the task and beat pages (selectors only), the urls and
-                       metrics
+                       the task, beat and queue pages and the audit's table
+                       (selectors only), the urls and metrics
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ DEADLETTERS_IMPORTERS = (
     "dashboard.monitor.jobs",
     "dashboard.overview",
     "dashboard.periodic",
+    # A queue's open dead letters; the samplers still get theirs from the job list.
+    "dashboard.queues.selectors",
+    # The audit's table names the failure groups its events acted on.
+    "dashboard.tables",
     "dashboard.tasks",
     "dashboard.urls",
     "metrics",
@@ -122,6 +130,18 @@ def crossing(module: str, imported: str) -> str | None:
             "the queue pages know of the monitor only the collector status",
         ),
         (
+            within(module, "dashboard.queues")
+            and within(imported, "deadletters")
+            and not within(imported, "deadletters.selectors"),
+            "the queue pages read of deadletters only its selectors (a queue's open count)",
+        ),
+        (
+            within(module, "dashboard.tables")
+            and within(imported, "deadletters")
+            and not within(imported, "deadletters.selectors"),
+            "the audit's table reads of deadletters only its selectors (a group's name)",
+        ),
+        (
             within(module, "dashboard.tasks")
             and within(imported, "deadletters")
             and not within(imported, "deadletters.selectors"),
@@ -187,6 +207,12 @@ def test_no_module_crosses_a_layer() -> None:
         ("dashboard.monitor.loop", "from deadletters import ingest", "job list"),
         ("dashboard.monitor.loop", "from dashboard.queues import sampling", "job list"),
         ("dashboard.queues.views", "from dashboard.monitor.leader import Lease", "status"),
+        ("dashboard.queues.views", "from deadletters.selectors import Count", "job list"),
+        (
+            "dashboard.queues.selectors",
+            "from deadletters.models import DeadLetter",
+            "only its selectors",
+        ),
         ("dashboard.health", "import demo.embedded_redis", "demo"),
         (
             "dashboard.tasks.views",
@@ -194,6 +220,8 @@ def test_no_module_crosses_a_layer() -> None:
             "only its selectors",
         ),
         ("dashboard.tasks.selectors", "from deadletters import bulk", "only its selectors"),
+        ("dashboard.tables", "from deadletters.models import DeadLetterGroup", "a group's name"),
+        ("dashboard.views", "from deadletters.selectors import group_names", "only the monitor"),
         (
             "dashboard.tasks.outcomes",
             "from dashboard.monitor import jobs",
@@ -225,6 +253,8 @@ def test_a_crossing_fails_naming_the_import(module: str, source: str, why: str) 
         ("deadletters.hook", "from kombu import Connection\nimport json"),
         ("metrics.collector", "from deadletters.models import DeadLetterStats"),
         ("dashboard.tasks.views", "from deadletters.selectors import failure_groups"),
+        ("dashboard.tables", "from deadletters.selectors import group_names"),
+        ("dashboard.queues.selectors", "from deadletters.selectors import open_in_queue"),
         ("dashboard.monitor.jobs", "from dashboard.tasks import outcomes"),
         ("dashboard.periodic.selectors", "from deadletters.selectors import dead_letters_of_tasks"),
         ("metrics.collector", "from dashboard.periodic.selectors import beat_state"),

@@ -231,7 +231,7 @@ def test_queues_with_work_waiting_say_whether_they_grow_and_when_they_drain(
     queue("deadletters", depth=900, in_rate=9.0, out_rate=0.0)  # the monitor's own
     page = viewer_client.get("/").content.decode()
     backlogs = page.split('id="backlogs"', 1)[1].split("</section>", 1)[0]
-    names = re.findall(r"<td><b>([^<]+)</b>", backlogs)
+    names = re.findall(r'<td><a href="/queues/[^"]+/"><b>([^<]+)</b>', backlogs)
     assert names == ["growing", "draining"], "growing first; empty queues left out"
     growing, draining = backlogs.split("<b>growing</b>")[1], backlogs.split("<b>draining</b>")[1]
     assert 'growing</span>, <span class="warn-text">not at these rates' in growing

@@ -43,7 +43,8 @@ def rows(operator: User) -> None:
 def test_a_page_that_is_not_a_positive_whole_number_shows_the_first(
     operator_client: Client, rows: None, name: str, page: str
 ) -> None:
-    response = operator_client.get(reverse(name), {"page": page})
+    # An empty one is first dropped from the URL (the filtered pages drop empty fields).
+    response = operator_client.get(reverse(name), {"page": page}, follow=True)
     assert response.status_code == 200
     assert PAGES[name] in response.content.decode()
 

@@ -235,6 +235,9 @@ def test_the_worker_runs_the_requeued_task_under_its_new_id(
     rerun = app.AsyncResult(dead_letter.requeue_task_id)
     assert rerun.get(timeout=30) == "resized 99 to [32]"
     assert rerun.id != original.id
+    # The worker's log says so: what the demo's console shows of a requeue.
+    said = f"resize_image[{rerun.id}]: resize_image 99 succeeded after a requeue"
+    wait_until(lambda: said in worker.log_text(), timeout=10)
 
 
 def test_a_requeued_task_that_fails_again_is_chained_to_its_origin(

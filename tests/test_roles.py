@@ -8,7 +8,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
-from dashboard.models import PeriodicEntry, WorkerSnapshot
+from dashboard.models import PeriodicEntry, QueueSnapshot, WorkerSnapshot
 from deadletters.models import BulkAction
 from tests.helpers import make_dead_letter, make_user
 from tests.outcome_reports import fold, runs
@@ -18,6 +18,8 @@ pytestmark = pytest.mark.django_db
 # Pages anyone may reach (signing in, the machines' endpoints) and Django's admin,
 # which has its own rules (staff only).
 OPEN = {"login", "logout", "healthz", "readyz", "metrics"}
+# Signed in, with any role or none: a person's own settings, which show nothing.
+EVERY_SIGNED_IN = {"theme"}
 
 
 def url_names(resolver: URLResolver | None = None, namespace: str = "") -> set[str]:
@@ -40,6 +42,7 @@ def urls() -> dict[str, tuple[str, str]]:
     worker = WorkerSnapshot.objects.create(
         hostname="w1@host", first_seen_at=timezone.now(), last_seen_at=timezone.now()
     )
+    QueueSnapshot.objects.create(name="default", sampled_at=timezone.now(), depth=3)
     bulk = BulkAction.objects.create(action="discard", reason="r", max_id=0, total=0)
     fold(runs("demo.tasks.add", succeeded=1))
     entry = PeriodicEntry.objects.create(
@@ -53,6 +56,7 @@ def urls() -> dict[str, tuple[str, str]]:
         "queue_pause": (reverse("queue_pause", args=["default"]), "post"),
         "queue_resume": (reverse("queue_resume", args=["default"]), "post"),
         "queue_purge": (reverse("queue_purge", args=["default"]), "get"),
+        "queue_detail": (reverse("queue_detail", args=["default"]), "get"),
         "workers": (reverse("workers"), "get"),
         "worker_detail": (reverse("worker_detail", args=[host]), "get"),
         "worker_pool": (reverse("worker_pool", args=[host]), "post"),
@@ -81,7 +85,7 @@ def urls() -> dict[str, tuple[str, str]]:
 
 def test_every_routed_view_is_listed_here(urls: dict[str, tuple[str, str]]) -> None:
     """A new page must say who may read it: this list is where it is checked."""
-    assert url_names() - OPEN == set(urls)
+    assert url_names() - OPEN - EVERY_SIGNED_IN == set(urls)
 
 
 def test_a_user_in_no_group_reads_nothing_and_is_told_which_role_to_ask_for(
@@ -93,6 +97,17 @@ def test_a_user_in_no_group_reads_nothing_and_is_told_which_role_to_ask_for(
         response = getattr(client, method)(url)
         assert response.status_code == 403, name
         assert b"Ask an administrator for the <b>Viewer</b> role" in response.content, name
+
+
+def test_a_user_in_no_group_may_still_choose_a_theme_and_an_anonymous_visitor_may_not() -> None:
+    client = Client()
+    url = reverse("theme")
+    response = client.post(url, {"theme": "dark"})
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+    client.force_login(make_user("nora"))
+    response = client.post(url, {"theme": "dark", "next": "/audit/"})
+    assert (response.status_code, response["Location"]) == (302, "/audit/")
 
 
 def test_a_viewer_reads_every_page_and_changes_nothing(

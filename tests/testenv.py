@@ -30,6 +30,9 @@ os.environ["SECURE_COOKIES"] = "false"
 os.environ["DEADLETTERS_LEASE_SECONDS"] = "2"
 # This process publishes the demo's tasks too: it counts them, as a producer does.
 os.environ["OPS_OUTCOMES"] = "on"
+# Every page judges the cluster's state afresh: a cached one would leak between
+# tests, and make a page's query count depend on what an earlier request cached.
+os.environ["STATE_CACHE_SECONDS"] = "0"
 
 from demo.embedded_redis import EmbeddedRedis  # noqa: E402
 

@@ -71,13 +71,15 @@ def store_outcomes(messages: list[InboundMessage]) -> BatchResult:
 class Stream:
     queue: str
     store: Callable[[list[InboundMessage]], BatchResult]
+    # Routine traffic (the processes' reports): its batches are logged at DEBUG.
+    routine: bool = False
 
 
 def ingested_streams() -> list[Stream]:
     """The queues the monitor drains, each with what stores its batches."""
     return [
         Stream(settings.DEADLETTERS_QUEUE, store_dead_letters),
-        Stream(settings.OPS_OUTCOMES_QUEUE, store_outcomes),
+        Stream(settings.OPS_OUTCOMES_QUEUE, store_outcomes, routine=True),
     ]
 
 

@@ -141,7 +141,11 @@ class Monitor:
                     if result is None:
                         return True  # stopped while the database was away: not acked
                     inbox.ack()
-                    logger.info(
+                    # Reports arrive every few seconds from every process: their
+                    # batches are told only when one had to be kept aside.
+                    quiet = stream.routine and not result.quarantined
+                    logger.log(
+                        logging.DEBUG if quiet else logging.INFO,
                         "batch of %d from %s stored: %d new, %d duplicates, %d quarantined",
                         result.received,
                         stream.queue,

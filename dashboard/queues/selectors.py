@@ -26,6 +26,8 @@ from dashboard.models import (
     WorkerSnapshot,
 )
 from dashboard.queues.checks import RULES, Check, worker_checks
+from dashboard.tasks.selectors import TaskFigures, queue_task_figures
+from deadletters.selectors import Count, open_in_queue
 
 CHART_WINDOW = timedelta(hours=1)
 
@@ -80,13 +82,22 @@ class QueueRow:
     in_rate: float | None
     out_rate: float | None
     sources: list[str]
-    sampled_at: datetime
+    # None for a paused queue the monitor has not sampled yet.
+    sampled_at: datetime | None
     consumers: list[str] = field(default_factory=list)
     paused: QueuePause | None = None
     # The monitor drains it: it never has a Celery worker as consumer.
     is_dead_letter_queue: bool = False
     # (seconds into the last hour, deepest sample) per history step.
     chart: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def growth(self) -> float:
+        """Messages per second the queue grows by: 0 when it does not, or the rates
+        are not known (as the overview's backlogs count it)."""
+        if self.in_rate is None or self.out_rate is None:
+            return 0.0
+        return max(self.in_rate - self.out_rate, 0.0)
 
     @property
     def missing_consumer(self) -> bool:
@@ -161,6 +172,96 @@ def attach_charts(rows: list[QueueRow], now: datetime | None = None) -> None:
             points[queue].append(((at - start).total_seconds(), depth))
     for row in rows:
         row.chart = points.get(row.name, [])
+
+
+# --- one queue --------------------------------------------------------------------
+
+DAY_WINDOW = timedelta(hours=24)
+# The day's charts draw the deepest (and oldest) of each step: a day of one-minute
+# history steps would be 1,440 points in a chart a few hundred pixels wide.
+DAY_STEP = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class History:
+    """A queue's depth and oldest-message age over a window, as the ``chart`` tag
+    draws them: (seconds into the window, value) per point, oldest first."""
+
+    span: float
+    depth: list[tuple[float, int]]
+    oldest_age: list[tuple[float, float]]
+
+
+def queue_history(
+    name: str, window: timedelta, *, step: timedelta | None = None, now: datetime | None = None
+) -> History:
+    """The stored history of ``name`` over the last ``window`` (one query on the
+    queue's history index); with ``step``, the highest depth and age of each step."""
+    now = now or timezone.now()
+    start = now - window
+    rows = (
+        QueueHistory.objects.filter(queue=name, at__gte=start)
+        .order_by("at")
+        .values_list("at", "depth_max", "oldest_age")
+    )
+    size = step.total_seconds() if step else None
+    depth: dict[float, int] = {}
+    age: dict[float, float] = {}
+    for at, deepest, oldest in rows:
+        x = (at - start).total_seconds()
+        if size:
+            x -= x % size
+        if deepest is not None:
+            depth[x] = max(depth.get(x, deepest), deepest)
+        if oldest is not None:
+            age[x] = max(age.get(x, oldest), oldest)
+    return History(window.total_seconds(), sorted(depth.items()), sorted(age.items()))
+
+
+def queue_workers(name: str) -> list[WorkerSnapshot]:
+    """The workers whose last report lists ``name`` among their queues, online first.
+
+    Matched here, not in SQL: JSON containment is not portable (SQLite), and a
+    fleet's queue lists are small.
+    """
+    rows = WorkerSnapshot.objects.only(
+        "hostname", "online", "last_seen_at", "queues", "concurrency", "active_count"
+    ).order_by("-online", "hostname")
+    return [worker for worker in rows if name in (worker.queues or [])]
+
+
+@dataclass
+class QueuePage:
+    queue: QueueRow
+    workers: list[WorkerSnapshot]
+    hour: History
+    # The tasks that ran on it over the last hour, from the workers' outcome reports.
+    tasks: list[TaskFigures]
+    open_dead_letters: Count
+
+
+def queue_page(name: str, now: datetime | None = None) -> QueuePage | None:
+    """What the queue's page shows (and polls), or None for a queue nobody knows:
+    never sampled and not paused. Bounded reads only: one queue's rows, the last
+    hour of its history and outcomes, a capped count of its open dead letters."""
+    now = now or timezone.now()
+    snapshot = QueueSnapshot.objects.filter(name=name).first()
+    pause = QueuePause.objects.filter(queue=name).first()
+    if snapshot is None and pause is None:
+        return None
+    workers = queue_workers(name)
+    consumers = {name: [worker.hostname for worker in workers if worker.online]}
+    if snapshot is None:
+        # Paused before the monitor's first round saw it: nothing is known yet.
+        snapshot = QueueSnapshot(name=name, sources=["paused"])
+    row = _row(snapshot, consumers, {name: pause} if pause else {})
+    return QueuePage(
+        queue=row,
+        workers=workers,
+        hour=queue_history(name, CHART_WINDOW, now=now),
+        tasks=queue_task_figures(name, now=now),
+        open_dead_letters=open_in_queue(name),
+    )
 
 
 # --- workers ----------------------------------------------------------------------

@@ -3,7 +3,8 @@ from __future__ import annotations
 from typing import Any
 
 import django_tables2 as tables
-from django.utils.html import format_html
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
 from dashboard.models import WorkerSnapshot
 from dashboard.queues.checks import NOT_REPORTED, Check
@@ -126,7 +127,13 @@ class WorkerTable(tables.Table):
         return duration(record.uptime) if record.uptime is not None else "?"
 
     def render_queues(self, record: WorkerSnapshot) -> str:
-        return ", ".join(record.queues) if record.queues else "none"
+        if not record.queues:
+            return "none"
+        return format_html_join(
+            ", ",
+            '<a href="{}">{}</a>',
+            ((reverse("queue_detail", args=[queue]), queue) for queue in record.queues if queue),
+        )
 
     def render_checks(self, record: WorkerSnapshot) -> str:
         """How many checks are flagged, and which, in words (never a colour alone)."""

@@ -7,6 +7,8 @@ urlpatterns = [
     path("queues/<name:name>/pause/", views.queue_pause, name="queue_pause"),
     path("queues/<name:name>/resume/", views.queue_resume, name="queue_resume"),
     path("queues/<name:name>/purge/", views.queue_purge, name="queue_purge"),
+    # After the controls: a queue's name may hold a slash ("a/pause").
+    path("queues/<name:name>/", views.queue_detail, name="queue_detail"),
     path("workers/", views.workers, name="workers"),
     # Before the detail: Celery node names are name@host, never a bare "revoke".
     path("workers/revoke/", views.task_revoke, name="task_revoke"),

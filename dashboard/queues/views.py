@@ -7,6 +7,7 @@ from typing import Any
 from django.contrib.auth.decorators import permission_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from dashboard.broker import BrokerUnavailable
@@ -32,6 +33,49 @@ def queues(request: HtmxHttpRequest) -> HttpResponse:
     return page_or_fragment(request, "dashboard/queues.html", "table", _queues_context(request))
 
 
+def _queue_context(request: HtmxHttpRequest, name: str, **result: str) -> dict[str, Any]:
+    page = selectors.queue_page(name)
+    context: dict[str, Any] = {
+        "name": name,
+        "page": page,
+        "fresh": selectors.broker_freshness(),
+        **result,
+    }
+    if page is not None and not request.htmx:
+        # Only the whole page draws the day: its points change every 15 minutes.
+        context["day"] = selectors.queue_history(
+            name, selectors.DAY_WINDOW, step=selectors.DAY_STEP
+        )
+    return context
+
+
+@permission_required("dashboard.view_queuesnapshot", raise_exception=True)
+def queue_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
+    context = _queue_context(request, name)
+    if context["page"] is None:
+        # The page itself says that no such queue is known, and where queues come from.
+        return render(request, "dashboard/queue_detail.html", context, status=404)
+    return page_or_fragment(request, "dashboard/queue_detail.html", "state", context)
+
+
+def _queue_action_response(
+    request: HtmxHttpRequest, name: str, status: int, result: dict[str, str]
+) -> HttpResponse:
+    """Pause and resume answer the page they were sent from: the queue's own
+    (its form says ``from=queue``) or the queues table."""
+    if request.POST.get("from") == "queue":
+        context = _queue_context(request, name, **result)
+        if context["page"] is not None:
+            back = reverse("queue_detail", args=[name])
+            return action_response(
+                request, "dashboard/queue_detail.html", "state", context, back=back, status=status
+            )
+    context = _queues_context(request, **result)
+    return action_response(
+        request, "dashboard/queues.html", "table", context, back="queues", status=status
+    )
+
+
 @require_POST
 @permission_required("dashboard.control_queue", raise_exception=True)
 def queue_pause(request: HtmxHttpRequest, name: str) -> HttpResponse:
@@ -41,10 +85,7 @@ def queue_pause(request: HtmxHttpRequest, name: str) -> HttpResponse:
         result["notice"] = f"Paused {name}: {replies.summary()}."
     except BrokerUnavailable as exc:
         status, result["error"] = 503, f"Not paused: {exc}."
-    context = _queues_context(request, **result)
-    return action_response(
-        request, "dashboard/queues.html", "table", context, back="queues", status=status
-    )
+    return _queue_action_response(request, name, status, result)
 
 
 @require_POST
@@ -58,10 +99,7 @@ def queue_resume(request: HtmxHttpRequest, name: str) -> HttpResponse:
         status, result["error"] = 409, str(exc)
     except BrokerUnavailable as exc:
         status, result["error"] = 503, f"Not resumed: {exc}."
-    context = _queues_context(request, **result)
-    return action_response(
-        request, "dashboard/queues.html", "table", context, back="queues", status=status
-    )
+    return _queue_action_response(request, name, status, result)
 
 
 @permission_required("dashboard.control_queue", raise_exception=True)

@@ -282,6 +282,19 @@ def task_figures(window: Window, now: datetime | None = None) -> list[TaskFigure
     return sorted(figures.values(), key=lambda f: f.name)
 
 
+def queue_task_figures(
+    queue: str, window: Window = DEFAULT_WINDOW, now: datetime | None = None, limit: int = 100
+) -> list[TaskFigures]:
+    """The tasks that ran on ``queue`` in ``window``, with their figures there, the
+    busiest first (at most ``limit``): one aggregate, by task, over the window's rows."""
+    now = now or timezone.now()
+    minutes = _minutes(window, now)
+    rows = _rows(window, now).filter(queue=queue).order_by().values("task").annotate(**SUMS)
+    figures = [TaskFigures(row["task"], Outcomes.from_sums(row), minutes) for row in rows]
+    figures.sort(key=lambda f: (-f.outcomes.finished, -f.outcomes.retried, f.name))
+    return figures[:limit]
+
+
 # --- one task -------------------------------------------------------------------------------
 
 

@@ -39,6 +39,22 @@ def duration(seconds: float | None) -> str:
     return f"{days} d {hours} h" if hours else f"{days} d"
 
 
+# Closer than this, a time is "just now": "0 s ago" reads like a bug.
+JUST_NOW_SECONDS = 10
+
+
+@register.filter
+def ago(moment: datetime | float | None) -> str:
+    """A moment (or seconds since it) as people say it: "just now", "42 s ago",
+    "7 min ago", "3 h 5 min ago"; '' for None (the caller says "never")."""
+    seconds = seconds_since(moment) if isinstance(moment, datetime) else moment
+    if seconds is None:
+        return ""
+    if seconds < JUST_NOW_SECONDS:
+        return "just now"
+    return f"{duration(seconds)} ago"
+
+
 @register.filter
 def seconds_since(moment: datetime | None) -> float | None:
     if moment is None:
@@ -183,14 +199,24 @@ def chart(
     top = peak or 1
     if bars:
         step = width / len(points)
-        marks = format_html_join(
-            "",
-            '<rect x="{}" y="{}" width="{}" height="{}"><title>{}</title></rect>',
-            (
-                (f"{i * step:.1f}", f"{height - height * v / top:.1f}",
-                 f"{max(step - 1, 1):.1f}", f"{height * v / top:.1f}", v)
-                for i, (_, v) in enumerate(points)
+        # Bars stand on a baseline across the whole window: with most hours at
+        # zero, the one bar of the last hour alone sat at the chart's right
+        # edge and read as part of the next column.
+        tall = height - 1
+        marks = format_html(
+            '{}<line class="baseline" x1="0" y1="{}" x2="{}" y2="{}" stroke="currentColor"/>',
+            format_html_join(
+                "",
+                '<rect x="{}" y="{}" width="{}" height="{}"><title>{}</title></rect>',
+                (
+                    (f"{i * step:.1f}", f"{tall - tall * v / top:.1f}",
+                     f"{max(step - 1, 1):.1f}", f"{tall * v / top:.1f}", v)
+                    for i, (_, v) in enumerate(points)
+                ),
             ),
+            height - 0.5,
+            width,
+            height - 0.5,
         )  # fmt: skip
     elif second is None:
         marks = _line(points, span, top, width, height, "")
