@@ -36,6 +36,10 @@ class InboundMessage:
 
 
 class Inbox(Protocol):
+    # True when a fetch that does not wait still sees every waiting message
+    # (a Redis list); False when messages arrive only while one waits (AMQP).
+    polls: bool
+
     def fetch(self, limit: int, wait: float) -> list[InboundMessage]: ...
     def ack(self) -> None: ...
     def heartbeat(self) -> None: ...
@@ -87,6 +91,8 @@ return n
 
 class RedisInbox:
     """Reliable draining of a kombu queue on Redis, a batch per round trip."""
+
+    polls = True
 
     def __init__(self, queue: str, *, lease_seconds: int) -> None:
         self.queue = queue
@@ -171,6 +177,8 @@ def _unwrap_kombu(raw: bytes) -> InboundMessage:
 
 class AmqpInbox:
     """Draining through a kombu consumer with a prefetch of one batch."""
+
+    polls = False
 
     def __init__(self, queue: str) -> None:
         self.connection = Connection(

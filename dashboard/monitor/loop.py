@@ -128,11 +128,16 @@ class Monitor:
         next_recover = time.monotonic() + self.lease_seconds / 2
         # The wait for a message is shared out: a turn of all the queues takes it.
         wait = 0.5 / len(inboxes)
+        busy = False
         while not self.stop.is_set():
             heartbeat()
             full = False
             for stream, inbox in inboxes:
-                messages = inbox.fetch(self.batch_size, wait=wait)
+                # While batches come full, a queue that polls is not waited on:
+                # an empty outcome queue would otherwise cost every round of a
+                # backlog of dead letters its share of the wait.
+                idle = 0.0 if (busy or full) and inbox.polls else wait
+                messages = inbox.fetch(self.batch_size, wait=idle)
                 if not messages:
                     continue
                 # Every line about this batch, here and in ingest, carries its id.
@@ -156,6 +161,7 @@ class Monitor:
                 full = full or len(messages) >= self.batch_size
             if until_empty and not full:
                 return True  # no batch was full: the queues were empty
+            busy = full
             self._report()
             if time.monotonic() >= next_recover:
                 for _, inbox in inboxes:
