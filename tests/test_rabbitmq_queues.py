@@ -130,8 +130,9 @@ def test_the_management_api_counts_ready_unacked_and_priority_messages(
         def counted() -> Any:
             reader._listed_at = float("-inf")  # the API refreshes its figures every few s
             depth = reader.sample([name, "no-such-queue"])
+            # The API may list a queue before its consumer count: wait for all four.
             figures = (depth[name].depth, depth[name].ready, depth[name].unacked)
-            return depth if figures == (6, 4, 2) else None
+            return depth if figures == (6, 4, 2) and depth[name].consumers is not None else None
 
         depth = wait_until(counted, timeout=30, interval=0.5)
         assert depth[name].consumers == 0
