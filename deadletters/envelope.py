@@ -16,6 +16,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from dashboard import jsonio
 from dashboard.broker.inbox import InboundMessage
 from deadletters.hook import ENVELOPE_VERSION, KINDS
 
@@ -55,6 +56,8 @@ class TooDeep(ValueError):
 
 def _clean_text(text: str) -> tuple[str, bool]:
     """NUL characters and lone surrogates replaced by U+FFFD; whether any was."""
+    if text.isascii() and "\x00" not in text:
+        return text, False  # most text: no surrogate is ASCII
     cleaned = _SURROGATE.sub("\ufffd", text.replace("\x00", "\ufffd"))
     return cleaned, cleaned != text
 
@@ -157,8 +160,22 @@ def _json_ok(value: Any) -> bool:
 # What an envelope holds when its values need cleaning before they are stored:
 # a NUL or a surrogate escape, a non-finite number (Infinity, NaN, or an
 # exponent of three digits, which may overflow a float). Looked for once in the
-# body, in C, so that ordinary envelopes skip the walk.
+# body, in C, so that ordinary envelopes skip the walk. When orjson could read
+# the body, only a NUL is possible: it refuses the rest.
 _NEEDS_CLEANING = re.compile(rb"\\u0000|\\u[dD][89a-fA-F]|Infinity|NaN|[eE][+-]?[0-9]{3}")
+_NUL = b"\\u0000"
+
+
+def _load(body: bytes, encoding: str) -> tuple[Any, bool]:
+    """The envelope, and whether its values need cleaning; ``ValueError``,
+    ``LookupError`` or ``RecursionError`` when it cannot be read."""
+    if encoding.lower() in ("utf-8", "utf8"):
+        value, exact = jsonio.loads_exact(body)
+        if exact:
+            return value, _NUL in body
+    else:
+        value = json.loads(body.decode(encoding))
+    return value, bool(_NEEDS_CLEANING.search(body))
 
 
 def parse(message: InboundMessage) -> dict[str, Any]:
@@ -178,7 +195,7 @@ def parse(message: InboundMessage) -> dict[str, Any]:
             "the body was kept as bytes and never loaded",
         )
     try:
-        envelope = json.loads(message.body.decode(message.content_encoding or "utf-8"))
+        envelope, clean = _load(message.body, message.content_encoding or "utf-8")
     except (ValueError, LookupError) as exc:
         return quarantined(message, f"the body is not valid JSON: {exc}")
     except RecursionError:
@@ -192,7 +209,6 @@ def parse(message: InboundMessage) -> dict[str, Any]:
     if missing:
         return quarantined(message, f"the envelope lacks {', '.join(missing)}")
     try:
-        clean = bool(_NEEDS_CLEANING.search(message.body))
         return _row(envelope, message.body, clean=clean)
     except (TypeError, ValueError, binascii.Error) as exc:
         return quarantined(message, f"the envelope has a bad field: {exc}")

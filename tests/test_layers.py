@@ -53,11 +53,12 @@ DEADLETTERS_IMPORTERS = (
     "metrics",
 )
 # What the broker room may import of ours.
-BROKER_MAY = ("dashboard.broker", "dashboard.celery")
+BROKER_MAY = ("dashboard.broker", "dashboard.celery", "dashboard.jsonio")
 # What deadletters may import of the dashboard.
 FOUNDATION = (
     "dashboard.broker",
     "dashboard.audit",
+    "dashboard.jsonio",
     "dashboard.http",
     "dashboard.models",
     "dashboard.roles",

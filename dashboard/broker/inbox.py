@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import socket
 import time
 import uuid
@@ -19,7 +18,7 @@ from typing import Any, Protocol
 from kombu import Connection, Consumer, Exchange, Queue
 from kombu.message import Message
 
-from dashboard import broker
+from dashboard import broker, jsonio
 
 
 @dataclass(frozen=True)
@@ -150,7 +149,7 @@ class RedisInbox:
 def _unwrap_kombu(raw: bytes) -> InboundMessage:
     """Kombu stores a message on Redis as JSON with a base64 body."""
     try:
-        payload = json.loads(raw)
+        payload = jsonio.loads(raw)
         properties = payload.get("properties") or {}
         body = payload["body"]
         if properties.get("body_encoding") == "base64":
