@@ -52,7 +52,11 @@ DEFAULT_NAIVE_COUNT = 2_000
 PAGE_BUDGET_SECONDS = 90.0
 MIN_REQUESTS = 5
 # Targets from the issue; reported, never asserted.
-TARGET_PAGE_P95_MS = 150.0
+# Issue 15: list, groups and detail at most 60 ms p95 and a tenth of Django
+# admin's changelist; a search at most 100 ms p95 whatever its term's frequency.
+TARGET_PAGE_P95_MS = 60.0
+TARGET_SEARCH_P95_MS = 100.0
+TARGET_OF_ADMIN = 0.1
 TARGET_BULK_RATE = 3_000
 # Issue 15: bulk requeue at least half its floor.
 TARGET_FLOOR_RATIO = 0.5
@@ -346,11 +350,18 @@ def _report(r: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         "targets (from the issues; reported, not asserted):",
     ]
+    admin = next(page for page in r["pages"] if page["name"] == "admin changelist")
     for page in r["pages"]:
-        if page["target"]:
+        if page["target"] is not None:
             out.append(
                 f"  {harness.verdict(not _misses(page))}  {page['name']}: p95 at most "
-                f"{TARGET_PAGE_P95_MS:.0f} ms: {page['p95_ms']:.1f} ms"
+                f"{page['target']:.0f} ms: {page['p95_ms']:.1f} ms"
+            )
+        if page["target"] == TARGET_PAGE_P95_MS:
+            of_admin = page["p95_ms"] / admin["p95_ms"]
+            out.append(
+                f"  {harness.verdict(of_admin <= TARGET_OF_ADMIN)}  {page['name']}: at most a "
+                f"tenth of the admin changelist's p95 ({admin['p95_ms']:.1f} ms): {of_admin:.2f}x"
             )
     out.append(
         f"  {harness.verdict(bulk['rate'] >= TARGET_BULK_RATE)}  bulk requeue at least "
@@ -434,7 +445,7 @@ def _bulk_row(
 
 
 def _misses(page: dict[str, Any]) -> bool:
-    return bool(page["target"]) and page["p95_ms"] > TARGET_PAGE_P95_MS
+    return page["target"] is not None and page["p95_ms"] > page["target"]
 
 
 def _page_target(page: dict[str, Any]) -> str:
@@ -442,7 +453,7 @@ def _page_target(page: dict[str, Any]) -> str:
         return "reference"
     if not page["target"]:
         return ""
-    return f"<= {TARGET_PAGE_P95_MS:.0f}: {harness.verdict(not _misses(page)).strip()}"
+    return f"<= {page['target']:.0f}: {harness.verdict(not _misses(page)).strip()}"
 
 
 # --- the child: seed, pages, bulk --------------------------------------------------------
@@ -478,8 +489,10 @@ class Seeded:
     counts: dict[str, Any]
     # What the pages look at.
     task_name: str
+    search_phrase: str
     search_common: str
     search_sku: str
+    search_prefix: str
     search_rare: str
     chain_middle: int
 
@@ -532,8 +545,11 @@ class Seeder:
             steps=self.steps,
             counts=counts,
             task_name=TASKS[7][0],
+            search_phrase="card declined",
             search_common=PARTNERS[2],
             search_sku=f"SKU-{42:05d}",
+            # Ten order numbers (1000040 to 1000049) and a few that hold it.
+            search_prefix="100004",
             search_rare=str(1_000_000 + last % ORDER_CYCLE),
             chain_middle=chain_middle,
         )
@@ -832,8 +848,8 @@ class Page:
     url: str
     # Rows the page's filter matches (None: not a list).
     matches: int | None
-    # The issue's p95 target applies.
-    target: bool = False
+    # The issue's p95 target, in ms (None: none).
+    target_ms: float | None = None
     reference: bool = False
     # Time the page's row query alone as its floor (the searches).
     floor: bool = False
@@ -862,24 +878,28 @@ def _pages(seed: Seeded) -> list[Page]:
     def list_page(name: str, **params: str) -> Page:
         query = urlencode(params)
         url = f"{listing}?{query}" if query else listing
-        return Page(name, url, matched(query), target=True, floor="q" in params)
+        target = TARGET_SEARCH_P95_MS if "q" in params else TARGET_PAGE_P95_MS
+        return Page(name, url, matched(query), target_ms=target, floor="q" in params)
 
     return [
         list_page("list"),
         list_page("list, by task", task=seed.task_name),
+        list_page("list, search ~14% (a phrase)", q=seed.search_phrase),
         list_page("list, search ~1% (a word)", q=seed.search_common),
         list_page("list, search ~0.1% (a SKU)", q=seed.search_sku),
+        list_page("list, search ~0.01% (an order prefix)", q=seed.search_prefix),
         list_page("list, search rare (an order)", q=seed.search_rare),
         Page(
             "groups",
             reverse("deadletters:groups"),
             DeadLetterGroup.objects.filter(open__gt=0).count(),
-            target=True,
+            target_ms=TARGET_PAGE_P95_MS,
         ),
         Page(
             "detail, in a requeue chain",
             reverse("deadletters:detail", args=[seed.chain_middle]),
             None,
+            target_ms=TARGET_PAGE_P95_MS,
         ),
         Page("admin changelist", admin, seed.rows, reference=True),
         Page(
@@ -918,7 +938,7 @@ def _time_page(user: User, page: Page, args: argparse.Namespace) -> dict[str, An
     slowest = max(range(len(times)), key=times.__getitem__) if times else None
     samples_ms = sorted(sample * 1000 for sample in samples)
     p95_ms = samples_ms[math.ceil(0.95 * len(samples_ms)) - 1]
-    misses = page.target and p95_ms > TARGET_PAGE_P95_MS
+    misses = page.target_ms is not None and p95_ms > page.target_ms
     if args.explain and slowest is not None and (misses or args.queries):
         harness.explain(page.name, queries[slowest]["sql"])
     if args.profile:
@@ -928,7 +948,7 @@ def _time_page(user: User, page: Page, args: argparse.Namespace) -> dict[str, An
         "name": page.name,
         "url": page.url,
         "matches": page.matches,
-        "target": page.target,
+        "target": page.target_ms,
         "reference": page.reference,
         "requests": len(samples_ms),
         "p50_ms": statistics.median(samples_ms),

@@ -38,15 +38,39 @@ def matching(text: str) -> Q:
         return scan
     # One id set, joined to the other filters with AND: an OR of subqueries
     # here made PostgreSQL scan the whole table (docs/benchmarks.md).
-    pattern = f"%{_like_escape(needle)}%"
-    ids = RawSQL(
-        "SELECT dead_letter_id FROM deadletters_deadlettersearch WHERE text LIKE %s"
-        " UNION SELECT q.dead_letter_id FROM deadletters_deadlettersearchqueue q"
-        " JOIN deadletters_deadletter d ON d.id = q.dead_letter_id WHERE d.search_text LIKE %s"
-        " UNION SELECT id FROM deadletters_deadletter WHERE task_id = %s OR requeue_task_id = %s",
-        [pattern, pattern, raw, raw],
-    )
-    return Q(pk__in=ids)
+    return Q(pk__in=RawSQL(_MATCHING_IDS, _matching_params(raw)))  # noqa: S611 - our own SQL
+
+
+# The ids of the rows that match: indexed, still in the outbox, or by task id.
+_MATCHING_IDS = (
+    "SELECT dead_letter_id FROM deadletters_deadlettersearch WHERE text LIKE %s"
+    " UNION SELECT q.dead_letter_id FROM deadletters_deadlettersearchqueue q"
+    " JOIN deadletters_deadletter d ON d.id = q.dead_letter_id WHERE d.search_text LIKE %s"
+    " UNION SELECT id FROM deadletters_deadletter WHERE task_id = %s OR requeue_task_id = %s"
+)
+
+
+def _matching_params(raw: str) -> list[str]:
+    pattern = f"%{_like_escape(raw.lower())}%"
+    return [pattern, pattern, raw, raw]
+
+
+def count(text: str, cap: int) -> int:
+    """How many rows ``matching(text)`` holds, counted up to ``cap + 1`` on the
+    index (PostgreSQL only).
+
+    Counting the rows of a common term through ``matching``'s scan read tens of
+    thousands of rows' text (docs/benchmarks.md); the index says at once that
+    there are more than ``cap``, and counts a rarer term's few ids exactly.
+    """
+    raw = text.strip()
+    indexed = _indexed_matches(raw.lower(), cap + 1)
+    if indexed > cap:
+        return indexed
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM ({_MATCHING_IDS}) AS hits", _matching_params(raw))  # noqa: S608 - our own SQL
+        (n,) = cursor.fetchone() or (0,)
+    return int(n)
 
 
 def _like_escape(text: str) -> str:
@@ -55,14 +79,18 @@ def _like_escape(text: str) -> str:
 
 def _is_common(needle: str) -> bool:
     """Whether the trigram index holds more than COMMON_TERM matches (counted up to there)."""
+    return _indexed_matches(needle, COMMON_TERM + 1) > COMMON_TERM
+
+
+def _indexed_matches(needle: str, limit: int) -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM (SELECT 1 FROM deadletters_deadlettersearch"
             " WHERE text LIKE %s LIMIT %s) AS hits",
-            [f"%{_like_escape(needle)}%", COMMON_TERM + 1],
+            [f"%{_like_escape(needle)}%", limit],
         )
-        (count,) = cursor.fetchone() or (0,)
-    return int(count) > COMMON_TERM
+        (n,) = cursor.fetchone() or (0,)
+    return int(n)
 
 
 def queue_for_index(ids: list[int]) -> None:

@@ -97,11 +97,12 @@ class DeadLetterListView(PermissionRequiredMixin, SingleTableMixin, FilterView):
         signature = query.get("signature", "")
         group_name = selectors.group_names([signature]).get(signature, f"{signature[:12]}…")
         task_names = selectors.distinct_stats("task_name")
+        given = getattr(filterset.form, "cleaned_data", {})  # none when unbound
         context.update(
             group_name=group_name if signature else "",
             filter_query=query.urlencode(),
             filtered=any(v for k, v in query.items()),
-            count=selectors.count_matching(filterset.qs)
+            count=selectors.count_filtered(filterset.qs, given)
             if not filterset.is_bound or filterset.is_valid()
             else None,
             confirm_above=settings.DEADLETTERS_CONFIRM_ABOVE,

@@ -81,6 +81,25 @@ def test_the_search_finds_rows_the_indexer_has_not_reached_yet(
     assert "resize_image" in listed(operator_client, "q=ab-77")
 
 
+@pytest.mark.parametrize("indexed", [True, False], ids=["indexed", "in the outbox"])
+def test_a_search_counts_the_rows_it_lists(
+    operator_client: Client, incident: dict[str, DeadLetter], indexed: bool
+) -> None:
+    """A search alone is counted on the search index (PostgreSQL), the list by
+    its filter: both must say the same, whether or not the indexer ran."""
+    make_dead_letter(task="demo.tasks.resize_image", args=[2, {"sku": "AB-77"}])
+    if indexed:
+        index_all_pending()
+    webhook = incident["webhook"]
+    for term, expected in (("ab-77", 2), ("AB-7", 2), ("example", 1), (webhook.task_id, 1),
+                           ("no such text", 0)):  # fmt: skip
+        page = listed(operator_client, f"q={term}")
+        rows = page.count('class="pick"')
+        assert rows == expected, term
+        if expected:
+            assert f"<b data-count>{expected}</b> matching" in page, term
+
+
 def test_a_filter_that_matches_nothing_says_so(
     operator_client: Client, incident: dict[str, DeadLetter]
 ) -> None:
@@ -131,7 +150,7 @@ def test_groups_show_counts_and_the_last_day(operator_client: Client) -> None:
     response = operator_client.get(reverse("deadletters:groups"))
     page = response.content.decode()
     assert response.status_code == 200
-    rows = page.split('<tr class="')[1:]  # the body's rows, not the header's
+    rows = page.split("<tbody>")[1].split("<tr>")[1:]  # the body's rows
     assert "resize_image" in rows[0] and ">3</td>" in rows[0]  # the biggest group first
     assert "send_webhook" in rows[1]
     assert "<svg" in rows[0] and "<title>3</title>" in rows[0]
