@@ -50,6 +50,9 @@ TARGET_POSTGRES_RATE = 5_000
 TARGET_RATIO = 10
 # Issue 15: ours at least half the floor.
 TARGET_FLOOR_RATIO = 0.5
+# Issue 15: the monitor's resident memory while it ingests a million dead
+# letters: flat after the first 100,000, and at most this much.
+TARGET_RSS_MB = 150.0
 # Redis commands kombu buffers in one pipeline while the queue is filled.
 PUBLISH_PIPELINE = 1_000
 
@@ -87,6 +90,20 @@ def _parser() -> argparse.ArgumentParser:
         type=harness.positive,
         default=None,
         help="the monitor's batch size (default: DEADLETTERS_BATCH_SIZE, 500)",
+    )
+    parser.add_argument(
+        "--memory-rounds",
+        type=int,
+        default=0,
+        help="also measure the monitor's resident memory over this many rounds of "
+        "--memory-round-size dead letters, one monitor throughout (default 0: not measured; "
+        "10 rounds of 100,000 is the issue's million)",
+    )
+    parser.add_argument(
+        "--memory-round-size",
+        type=harness.positive,
+        default=100_000,
+        help="dead letters queued and ingested in each memory round (default 100,000)",
     )
     harness.add_profile(
         parser,
@@ -188,6 +205,18 @@ def _report(results: list[dict[str, Any]], *, postgres_skipped: bool) -> str:
             f"  {harness.verdict(of_floor >= TARGET_FLOOR_RATIO)}  {r['label']}: at least "
             f"half the floor (issue 15): {of_floor:.2f}x"
         )
+        if r["memory"]:
+            points = r["memory"]
+            first = next(((n, mb) for n, mb in points if n >= 100_000), points[1])
+            last, peak = points[-1], max(mb for _, mb in points)
+            growth = last[1] - first[1]
+            flat = growth <= 0.05 * first[1]
+            out.append(
+                f"  {harness.verdict(flat and peak <= TARGET_RSS_MB)}  {r['label']}: monitor "
+                f"resident memory flat after {first[0]:,} and at most {TARGET_RSS_MB:.0f} MB: "
+                f"{first[1]:.0f} MB at {first[0]:,}, {last[1]:.0f} MB at {last[0]:,} "
+                f"({growth:+.0f} MB), peak {peak:.0f} MB"
+            )
     if postgres_skipped:
         out.append(
             f"  n/a   PostgreSQL at least {TARGET_POSTGRES_RATE:,}/s: not measured; "
@@ -257,6 +286,11 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     if args.profile:
         profile_path = args.profile / f"ingest-{connection.vendor}.prof"
         _profile_monitor(broker_url, args.count, batch_size, profile_path)
+    memory = (
+        _measure_memory(broker_url, args.memory_rounds, args.memory_round_size, batch_size)
+        if args.memory_rounds > 0
+        else None
+    )
 
     _empty_table()
     _empty_queue()
@@ -280,9 +314,34 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
         "monitor": monitor.as_dict(),
         "naive": naive.as_dict(),
         "floor": floor.as_dict(),
+        "memory": memory,
         "codec": _json_codec()[2],
         "floor_write": "COPY" if connection.vendor == "postgresql" else "executemany",
     }
+
+
+def _measure_memory(
+    broker_url: str, rounds: int, per_round: int, batch_size: int
+) -> list[tuple[int, float]]:
+    """(dead letters stored so far, the process's resident MB) after each round
+    of one monitor, as a long-running monitor process holds them; the table
+    keeps every round's rows."""
+    import psutil
+
+    from dashboard.monitor.loop import Monitor
+
+    process = psutil.Process()
+    _empty_table()
+    _empty_queue()
+    monitor = Monitor(batch_size=batch_size)
+    points = [(0, process.memory_info().rss / 2**20)]
+    for _ in range(rounds):
+        publish(broker_url, envelopes(per_round))
+        with _deadline(monitor, per_round):
+            totals = monitor.run(until_empty=True)
+        points.append((totals.stored, process.memory_info().rss / 2**20))
+        harness.progress(f"memory: {totals.stored:,} stored, {points[-1][1]:.0f} MB resident")
+    return points
 
 
 def _time_monitor(count: int, batch_size: int) -> Timing:

@@ -60,6 +60,10 @@ DEFAULT_ROWS = 1_000_000
 MIN_ROWS = 2_000
 DEFAULT_QUEUES = 1_000
 DEFAULT_WORKERS = 100
+# Issue 15: the task-outcome series of 500 task names, each seen on
+# TASK_WORKERS workers (METRICS_PER_WORKER is on by default).
+DEFAULT_TASK_NAMES = 500
+TASK_WORKERS = 2
 DEFAULT_SCRAPES = 50
 DEFAULT_NAIVE_SCRAPES = 15
 DEFAULT_WARMUP = 3
@@ -112,6 +116,13 @@ def _parser() -> argparse.ArgumentParser:
         type=harness.positive,
         default=DEFAULT_WORKERS,
         help=f"worker snapshots seeded (default {DEFAULT_WORKERS})",
+    )
+    parser.add_argument(
+        "--task-names",
+        type=int,
+        default=DEFAULT_TASK_NAMES,
+        help=f"task names with outcome series, each on {TASK_WORKERS} workers "
+        f"(default {DEFAULT_TASK_NAMES})",
     )
     parser.add_argument(
         "--scrapes",
@@ -197,7 +208,9 @@ def _report(r: dict[str, Any]) -> str:
         "",
         f"Metrics scrape: {seed['queues']:,} queues, {seed['workers']:,} workers "
         f"({seed['offline']} offline), {seed['rows']:,} dead letters "
-        f"({seed['stats']} task/queue counters) in PostgreSQL {r['server_version']}",
+        f"({seed['stats']} task/queue counters), the outcome series of "
+        f"{seed['task_names']} task names on {TASK_WORKERS} workers each, "
+        f"in PostgreSQL {r['server_version']}",
         "",
     ]
     header = ("implementation", "p50 ms", "p95 ms", "scrapes", "series", "bytes", "CPU ms",
@@ -293,9 +306,11 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
         raise MetricsBenchError(f"{stats} DeadLetterStats rows after seeding, not {len(TASKS)}")
     started = time.perf_counter()
     snapshot = _seed_snapshots(args.queues, args.workers)
+    snapshot["task_names"] = _seed_task_totals(args.task_names, args.workers)
     snapshot_seconds = time.perf_counter() - started
     harness.progress(
-        f"seed: {args.queues:,} queues, {args.workers} workers in {snapshot_seconds:.1f}s"
+        f"seed: {args.queues:,} queues, {args.workers} workers, {args.task_names} task names "
+        f"in {snapshot_seconds:.1f}s"
     )
     _checkpoint()
 
@@ -740,6 +755,43 @@ def _seed_snapshots(queues: int, workers: int) -> dict[str, int]:
         for model in (QueueSnapshot, WorkerSnapshot, CollectorStatus):
             cursor.execute(f'ANALYZE "{model._meta.db_table}"')
     return {"queues": len(names), "workers": workers, "offline": offline}
+
+
+def _seed_task_totals(task_names: int, workers: int) -> int:
+    """The monitor's totals of the hook's outcome reports: every counter and
+    histogram bucket of each task name on one queue and TASK_WORKERS workers,
+    and its failures under two exception types."""
+    from django.utils import timezone
+
+    from bench.console import TASKS
+    from dashboard.models import COUNTER_COLUMNS, TaskFailureTotal, TaskTotal
+
+    rng = random.Random(7)
+    now = timezone.now()
+    base, _ = _queue_names(len(TASKS))
+    totals, failures = [], []
+    for index in range(task_names):
+        task = f"app{index % 25:02d}.tasks.job_{index:03d}"
+        queue = base[index % len(base)]
+        for k in range(TASK_WORKERS):
+            hostname = f"celery@worker-{(index + k * 7) % workers:03d}.prod.internal"
+            values = {column: rng.randrange(0, 100_000) for column in COUNTER_COLUMNS}
+            totals.append(TaskTotal(task=task, queue=queue, hostname=hostname, last_seen=now,
+                                    **values))  # fmt: skip
+            failures += [
+                TaskFailureTotal(
+                    task=task,
+                    queue=queue,
+                    hostname=hostname,
+                    exception=exception,
+                    count=values["failed"] // 2,
+                    last_seen=now,
+                )
+                for exception in ("ValueError", "requests.exceptions.HTTPError")
+            ]
+    TaskTotal.objects.bulk_create(totals, batch_size=500)
+    TaskFailureTotal.objects.bulk_create(failures, batch_size=500)
+    return task_names
 
 
 def _task_list(

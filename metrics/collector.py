@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db.models import BigIntegerField, Sum
 from django.db.models.functions import Cast
 from django.utils import timezone
+from prometheus_client import generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -84,10 +85,24 @@ class StoredStateCollector(Collector):
         self.now = now or timezone.now()
 
     def collect(self) -> Iterator[Metric]:
+        yield from self._small_families()
+        yield from self._tasks()
+
+    def render(self) -> bytes:
+        """The text format of ``collect()``, byte for byte, faster.
+
+        The task series are most of a scrape (some 45,000 lines for 500 task
+        names on two workers each): they are written straight from their rows,
+        not built as metric families and formatted by ``generate_latest``, which
+        took four fifths of the time (docs/benchmarks.md). The rest goes the
+        usual way.
+        """
+        return generate_latest(_Families(self._small_families())) + self._task_text().encode()
+
+    def _small_families(self) -> Iterator[Metric]:
         yield from self._queues()
         yield from self._workers()
         yield from self._config_checks()
-        yield from self._tasks()
         yield from self._dead_letters()
         yield from self._periodic()
         yield from self._ops()
@@ -228,6 +243,53 @@ class StoredStateCollector(Collector):
         yield from counters.values()
         yield from histograms.values()
 
+    def _task_text(self) -> str:
+        """``_tasks()`` in the text format, as ``generate_latest`` writes it
+        (labels sorted by name, values through ``floatToGoString``)."""
+        rows, failure_rows = self._task_totals()
+        heads = [f'hostname="{_escape(hostname)}",' for _, _, hostname, *_ in rows]
+        tails = [
+            f'name="{_escape(task)}",queue_name="{_escape(queue)}"' for task, queue, *_ in rows
+        ]
+        classified: dict[tuple[str, str, str], int] = defaultdict(int)
+        failed = []
+        for task, queue, hostname, exception, count in failure_rows:
+            if not exception:
+                continue
+            failed.append(
+                f'celery_task_failed_total{{exception="{_escape(exception)}",'
+                f'hostname="{_escape(hostname)}",name="{_escape(task)}",'
+                f'queue_name="{_escape(queue)}"}} {floatToGoString(count)}\n'
+            )
+            classified[(task, queue, hostname)] += count
+        out: list[str] = []
+        for index, event in enumerate(OUTCOME_EVENTS, start=3):
+            name = f"celery_task_{event}_total"
+            out.append(_header(name, "counter", TASK_COUNTERS[event]))
+            if event != "failed":
+                for head, tail, row in zip(heads, tails, rows, strict=True):
+                    out.append(f"{name}{{{head}{tail}}} {floatToGoString(row[index])}\n")
+                continue
+            out += failed
+            for head, tail, row in zip(heads, tails, rows, strict=True):
+                rest = max(0, row[index] - classified[(row[0], row[1], row[2])])
+                out.append(f'{name}{{exception="",{head}{tail}}} {floatToGoString(rest)}\n')
+        width = len(BUCKET_BOUNDS) + 1
+        for offset, (name, text) in enumerate(TASK_HISTOGRAMS.values()):
+            out.append(_header(name, "histogram", text))
+            start = 3 + len(OUTCOME_EVENTS) + offset * width
+            for head, tail, row in zip(heads, tails, rows, strict=True):
+                *per_bucket, total = row[start : start + width]
+                count = 0
+                for bound, n in zip(BUCKET_BOUNDS, per_bucket, strict=True):
+                    count += n
+                    out.append(
+                        f'{name}_bucket{{{head}le="{bound}",{tail}}} {floatToGoString(count)}\n'
+                    )
+                out.append(f"{name}_count{{{head}{tail}}} {floatToGoString(count)}\n")
+                out.append(f"{name}_sum{{{head}{tail}}} {floatToGoString(total)}\n")
+        return "".join(out)
+
     def _task_totals(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """Rows of (task, queue, hostname, *TASK_COLUMNS) and of (task, queue,
         hostname, exception, count): per worker, or summed over the workers."""
@@ -362,3 +424,23 @@ class StoredStateCollector(Collector):
             elif waiting.oldest_age is not None:
                 lag.add_metric([], waiting.oldest_age)
         yield lag
+
+
+class _Families(Collector):
+    """A collector of families already made, for ``generate_latest``."""
+
+    def __init__(self, families: Iterator[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return self.families
+
+
+def _escape(value: str) -> str:
+    """A label value as the text format writes it (prometheus-client's escaping)."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _header(name: str, kind: str, text: str) -> str:
+    help_text = text.replace("\\", "\\\\").replace("\n", "\\n")
+    return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"

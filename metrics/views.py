@@ -8,7 +8,6 @@ from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from metrics.collector import StoredStateCollector
@@ -38,9 +37,6 @@ def metrics(request: HttpRequest) -> HttpResponse:
                                 content_type="text/plain")  # fmt: skip
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
-    # A registry per scrape: everything is read from the database now, nothing
-    # is kept in this process.
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoredStateCollector())
-    # The classic text format, which every Prometheus 2.x parses.
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_PLAIN_0_0_4)
+    # Everything is read from the database now, nothing is kept in this
+    # process; the classic text format, which every Prometheus 2.x parses.
+    return HttpResponse(StoredStateCollector().render(), content_type=CONTENT_TYPE_PLAIN_0_0_4)
