@@ -331,8 +331,8 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     results = [
         _time("ours: GET /metrics (test Client)", view, args.scrapes, args),
         _time(
-            "ours: StoredStateCollector, generate_latest",
-            functools.partial(_render, StoredStateCollector),
+            "ours: StoredStateCollector().render(), no request",
+            lambda: StoredStateCollector().render(),
             args.scrapes,
             args,
         ),

@@ -182,7 +182,8 @@ def _plan(vendor: str) -> Plan:
     PostgreSQL's jsonb reader), written by orjson: psycopg's Jsonb would use
     the standard library's writer, three times slower.
     """
-    keys, converts = [], []
+    keys: list[tuple[str, Any]] = []
+    converts: list[tuple[int, Callable[[Any], Any]]] = []
     for index, field in enumerate(_columns()):
         if isinstance(field, models.JSONField):
             converts.append((index, jsonio.dumps))

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
 # Names as a team may write them, and what the text format must escape.
 names = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)) | st.sampled_from('"\\\n'),
+    alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]) | st.sampled_from('"\\\n'),
     min_size=1,
     max_size=12,
 )
