@@ -4,6 +4,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.db.models.functions import Now
 from django.urls import reverse
 from django.utils.text import Truncator
@@ -28,7 +29,9 @@ class DeadLetter(models.Model):
         QUARANTINED = "quarantined", "Quarantined"
 
     # One row per failure: the task id, or a digest of a message without one.
-    dedupe_key = models.CharField(max_length=200, unique=True)
+    # Unique by a constraint (Meta), not unique=True: that would also build
+    # PostgreSQL a second, LIKE-ready index that no query uses.
+    dedupe_key = models.CharField(max_length=200)
     envelope_version = models.PositiveSmallIntegerField(null=True)
 
     task_id = models.CharField(max_length=255, blank=True, db_index=True)
@@ -73,8 +76,15 @@ class DeadLetter(models.Model):
     search_text = models.TextField(blank=True)
 
     requeued_from_task_id = models.CharField(max_length=255, blank=True)
+    # The foreign keys are null on every row ingest inserts: their indexes are
+    # partial (Meta), so that an insert does not update them (docs/benchmarks.md).
     requeued_from = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="requeued_as"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="requeued_as",
+        db_index=False,
     )
 
     state = models.CharField(max_length=20, choices=State.choices, default=State.OPEN)
@@ -91,10 +101,16 @@ class DeadLetter(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
+        db_index=False,
     )
     # Set by a bulk action.
     bulk_action = models.ForeignKey(
-        "BulkAction", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "BulkAction",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
     )
     discarded_at = models.DateTimeField(null=True, blank=True)
     discarded_by = models.ForeignKey(
@@ -103,6 +119,7 @@ class DeadLetter(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
+        db_index=False,
     )
 
     class Meta:
@@ -116,7 +133,14 @@ class DeadLetter(models.Model):
             models.Index(fields=["signature", "-failed_at"], name="dl_signature_failed_at"),
             models.Index(fields=["worker", "-failed_at"], name="dl_worker_failed_at"),
             models.Index(fields=["requeue_task_id"], name="dl_requeue_task_id"),
+            *(
+                models.Index(
+                    fields=[field], name=f"dl_{field}", condition=Q(**{f"{field}__isnull": False})
+                )
+                for field in ("requeued_from", "requeued_by", "bulk_action", "discarded_by")
+            ),
         ]
+        constraints = [models.UniqueConstraint(fields=["dedupe_key"], name="dl_dedupe_key")]
         permissions = [
             ("requeue_deadletter", "Can requeue dead letters"),
             ("discard_deadletter", "Can discard dead letters"),
