@@ -46,8 +46,13 @@ def record(
         details=details or {},
     )
     # What was acted on in words, as the caller named it: a failure group by
-    # its task and exception, which its hash in ``target_filter`` never says.
-    named = {key: event.details[key] for key in ("group", "filter") if event.details.get(key)}
+    # its task and exception, which its hash in ``target_filter`` never says;
+    # and how the change came (the API, and its token's name: never its secret).
+    named = {
+        key: event.details[key]
+        for key in ("group", "filter", "via", "api_token")
+        if event.details.get(key)
+    }
     logger.info(
         "%s",
         json.dumps(

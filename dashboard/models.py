@@ -506,3 +506,81 @@ def next_theme(theme: str) -> str:
     """The theme the header's button switches to: system, light, dark, and round."""
     order = list(UserPreference.Theme.values)
     return order[(order.index(theme) + 1) % len(order)] if theme in order else order[0]
+
+
+class ApiToken(models.Model):
+    """A secret that lets a program call ``/api/v1/`` as its user, with the user's roles.
+
+    Only the SHA-256 of the secret is stored: the secret is shown once, when
+    ``manage.py api_token`` makes it. The prefix is its first characters, kept
+    so that a person can tell their tokens apart without the secret.
+    """
+
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, db_index=True)
+    secret_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["user", "name"], name="apitoken_user_name")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…) of {self.user}"
+
+
+class TaskSearch(models.Model):
+    """An operator's request to read whole queues for one task id ("where is task
+    X?" beyond the bounded read of the page). The monitor scans a slice at a time
+    and keeps its place here; one open request per id, so a double click is one scan.
+    Pruned a day after it was asked for."""
+
+    task_id = models.CharField(max_length=255, db_index=True)
+    requested_by = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    username = models.CharField(max_length=150, blank=True)
+    requested_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True)
+    finished_at = models.DateTimeField(null=True)
+    # The queues to read, fixed when the scan starts, and where it resumes
+    # (``dashboard.broker.waiting.ScanPlace`` as a dict).
+    queues = models.JSONField(default=list)
+    place = models.JSONField(default=dict)
+    # Messages in those queues when the scan started, and read so far.
+    total = models.PositiveBigIntegerField(null=True)
+    scanned = models.PositiveBigIntegerField(default=0)
+    found_in_queue = models.CharField(max_length=255, blank=True)
+    found_priority = models.PositiveIntegerField(null=True)
+    # Messages between it and the consumer end of its list, when it was found.
+    position = models.PositiveBigIntegerField(null=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["task_id"],
+                condition=models.Q(finished_at__isnull=True),
+                name="task_search_one_open",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"scan for {self.task_id} ({self.state})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.finished_at is None
+
+    @property
+    def state(self) -> str:
+        """pending, scanning, found, not_found or error."""
+        if self.finished_at is None:
+            return "pending" if self.started_at is None else "scanning"
+        if self.error:
+            return "error"
+        return "found" if self.found_in_queue else "not_found"

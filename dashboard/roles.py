@@ -26,6 +26,8 @@ ROLES: dict[str, list[str]] = {
         "dashboard.view_workersnapshot",
         "dashboard.control_queue",
         "dashboard.control_worker",
+        # Asks the monitor to read whole queues for a task id ("where is task X?").
+        "dashboard.add_tasksearch",
         "dashboard.view_periodicentry",
         "dashboard.run_periodicentry",
         "dashboard.view_auditevent",

@@ -55,9 +55,15 @@ INSTALLED_APPS = [
     "template_partials",
     "csp",
     "axes",
+    # Celery's django-db result backend imports its models, so it is installed
+    # whatever the backend; dashboard.dbrouters keeps its tables out of every
+    # database the dashboard migrates (the team owns them).
+    "django_celery_results",
     "dashboard",
     "deadletters",
     "metrics",
+    # Only for its templates and static files: the API docs' vendored Swagger UI.
+    "ninja",
 ]
 
 MIDDLEWARE = [
@@ -122,6 +128,22 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+
+# The team's django-celery-results table, for CELERY_RESULT_BACKEND=django-db: read
+# from their database (the "results" alias), never migrated (dashboard.dbrouters).
+_results_url = env_secret("RESULTS_DATABASE_URL")
+if _results_url is not None:
+    try:
+        # Read once per lookup: no connection is kept open to the team's database.
+        DATABASES["results"] = dj_database_url.parse(_results_url, conn_max_age=0)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"RESULTS_DATABASE_URL is not a database URL: {exc}") from None
+elif env_str("CELERY_RESULT_BACKEND", "").split(":", 1)[0] == "django-db":
+    raise ImproperlyConfigured(
+        "CELERY_RESULT_BACKEND=django-db reads the team's django-celery-results table: "
+        "set RESULTS_DATABASE_URL (or RESULTS_DATABASE_URL_FILE) to their database"
+    )
+DATABASE_ROUTERS = ["dashboard.dbrouters.ResultsRouter"]
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -206,6 +228,8 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "dashboard.middleware.client_ip"
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# Not its start-up banner on every manage.py command: `ops` answers in one line.
+AXES_VERBOSE = False
 
 # --- Celery and the broker -------------------------------------------------
 CELERY_BROKER_URL = env_secret("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/0"
@@ -216,6 +240,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
     "socket_timeout": 5,
     "socket_connect_timeout": 3,
 }
+# The result backend (CELERY_RESULT_BACKEND, which Celery reads itself) is read on
+# the request path by "where is task X?": a Redis backend that does not answer
+# costs the page seconds, not Celery's default of two minutes.
+CELERY_REDIS_SOCKET_TIMEOUT = 5.0
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = 3.0
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 2,
     "interval_start": 0,
@@ -337,6 +366,14 @@ DEADLETTERS_RETENTION_DAYS = env_int("DEADLETTERS_RETENTION_DAYS", 30, minimum=1
 DEADLETTERS_MAX_OPEN = env_int("DEADLETTERS_MAX_OPEN", 0, minimum=0)
 # A bulk action of more than this many dead letters asks for a typed confirmation.
 DEADLETTERS_CONFIRM_ABOVE = env_int("DEADLETTERS_CONFIRM_ABOVE", 1000, minimum=1)
+
+# --- /api/v1/ ------------------------------------------------------------------
+# Requests per token (or signed-in user) to the expensive endpoints: the
+# dead-letter list and search, bulk actions, purges. Counted in Django's cache,
+# so per web process unless CACHES names a shared one.
+API_RATE_LIMIT = env_str("API_RATE_LIMIT", "120/min")
+# Rows per page of the API's lists when the caller does not say (at most 500).
+API_PAGE_SIZE = env_int("API_PAGE_SIZE", 100, minimum=1)
 
 # --- /metrics --------------------------------------------------------------
 # Prometheus sends "Authorization: Bearer <token>"; or list the networks it

@@ -34,6 +34,13 @@ class AuditTable(tables.Table):
         rows = page.object_list if page is not None else self.rows
         self.group_names = group_names(filter_group(row.record.target_filter) for row in rows)
 
+    def render_username(self, value: str, record: AuditEvent) -> str:
+        # A token acts as its user: which of the user's tokens did it is the question.
+        details = record.details or {}
+        if details.get("api_token"):
+            return f"{value} (API token {details['api_token']})"
+        return f"{value} (API)" if details.get("via") == "api" else value
+
     def render_target(self, record: AuditEvent) -> str:
         if record.target_filter:
             signature = filter_group(record.target_filter)

@@ -18,5 +18,6 @@ urlpatterns = [
     path("readyz", views.readyz, name="readyz"),
     path("metrics", metrics_views.metrics, name="metrics"),
     path("deadletters/", include("deadletters.urls")),
+    path("api/v1/", include("dashboard.api.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -105,6 +105,8 @@ def every_page() -> list[str]:
         reverse("worker_detail", args=["w1@host"]),
         reverse("tasks"),
         reverse("task_detail", args=["demo.tasks.add"]),
+        reverse("task_lookup", args=[dead_letter.task_id]),
+        f"{reverse('task_search')}?q={dead_letter.task_id[:4]}",
         reverse("periodic"),
         reverse("deadletters:list"),
         reverse("deadletters:groups"),
@@ -244,9 +246,10 @@ def test_the_console_works_from_the_keyboard(page: Any, live_server: Any) -> Non
     page.keyboard.press("/")
     assert page.evaluate("document.activeElement.name") == "q"
     page.keyboard.type("jk")  # typed into the search, not taken as keys
-    assert page.input_value("input[name=q]") == "jk"
+    # The console's search (the header's task-id box is a q of its own).
+    assert page.input_value("form.filters input[name=q]") == "jk"
     assert current() == -1
-    page.fill("input[name=q]", "")
+    page.fill("form.filters input[name=q]", "")
     page.keyboard.press("Escape")  # out of the search
 
     page.keyboard.press("j")

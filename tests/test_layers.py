@@ -14,15 +14,22 @@ naming the module and the import.
                        counts the queue's open dead letters
     dashboard.tasks    the task outcomes and their pages; nothing of the
                        monitor, and of deadletters only its selectors: a task's
-                       page lists the task's open failure groups
+                       page lists the task's open failure groups; the lookup
+                       ("where is task X?") also reads the dead-letter rows of
+                       an id and redacts as the dead letters do
     dashboard.periodic the beat page and its reports; nothing of the monitor,
                        and of deadletters only its selectors: an entry's last
                        outcome is its task's dead letter
     dashboard.tables   the audit's table; of deadletters only its selectors:
                        it names the failure groups that events acted on
+    dashboard.api      the JSON API: the pages' actions for programs, so it calls
+                       what the pages call (deadletters' selectors, services,
+                       bulk, and the forms and filters that validate them; the
+                       rooms' selectors and services), never views or the monitor
     who imports deadletters: itself, the monitor's job list, the overview,
                        the task, beat and queue pages and the audit's table
-                       (selectors only), the urls and metrics
+                       (selectors only), the urls and metrics, and the
+                       command line (`manage.py ops`, like the views)
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ OURS = (*PACKAGES, "demo", "tests", "bench")
 
 # Who may import deadletters, besides deadletters itself.
 DEADLETTERS_IMPORTERS = (
+    "dashboard.api",
     "dashboard.monitor.jobs",
     "dashboard.overview",
     "dashboard.periodic",
@@ -50,7 +58,15 @@ DEADLETTERS_IMPORTERS = (
     "dashboard.tables",
     "dashboard.tasks",
     "dashboard.urls",
+    # `manage.py ops`: the console's actions in a terminal, through the same
+    # selectors, services and bulk requests as its views (docs/cli.md).
+    "dashboard.cli",
     "metrics",
+)
+# What the API may import of deadletters: what the pages call, and what validates for them.
+API_MAY = tuple(
+    f"deadletters.{name}"
+    for name in ("selectors", "services", "bulk", "filters", "forms", "models", "redact")
 )
 # What the broker room may import of ours.
 BROKER_MAY = ("dashboard.broker", "dashboard.celery", "dashboard.jsonio")
@@ -145,7 +161,12 @@ def crossing(module: str, imported: str) -> str | None:
         (
             within(module, "dashboard.tasks")
             and within(imported, "deadletters")
-            and not within(imported, "deadletters.selectors"),
+            and not within(imported, "deadletters.selectors")
+            # The lookup finds an id's rows (by id, requeue id, prefix) and redacts them.
+            and not (
+                module == "dashboard.tasks.lookup"
+                and within(imported, "deadletters.models", "deadletters.redact")
+            ),
             "the task pages read of deadletters only its selectors (a task's failure groups)",
         ),
         (
@@ -161,6 +182,34 @@ def crossing(module: str, imported: str) -> str | None:
         (
             within(module, "dashboard.periodic") and within(imported, "dashboard.monitor"),
             "the beat room knows nothing of the monitor: its job list calls the beat room",
+        ),
+        (
+            within(module, "dashboard.cli")
+            and within(
+                imported, "deadletters.bulk_runner", "deadletters.ingest", "dashboard.monitor"
+            ),
+            "the command line asks as the pages ask; the monitor carries bulk actions out",
+        ),
+        (
+            within(module, "dashboard.api")
+            and (
+                (within(imported, "deadletters") and not within(imported, *API_MAY))
+                or within(imported, "dashboard.monitor", "dashboard.views", "metrics")
+                or imported.endswith(".views")
+            ),
+            "the API calls what the pages call (selectors, services, bulk, their forms),"
+            " never views or the monitor",
+        ),
+        (
+            within(imported, "dashboard.api")
+            and not within(
+                module,
+                "dashboard.api",
+                "dashboard.urls",
+                "dashboard.admin",
+                "dashboard.management.commands.api_token",
+            ),
+            "only the urls, the admin and the api_token command use the API package",
         ),
         (
             within(module, "dashboard.monitor")
@@ -234,7 +283,12 @@ def test_no_module_crosses_a_layer() -> None:
             "only its selectors",
         ),
         ("dashboard.periodic.reports", "from dashboard.monitor import jobs", "the beat room"),
+        ("dashboard.api.deadletters", "from deadletters import views", "never views"),
+        ("dashboard.api.queues", "from dashboard.queues.views import queues", "never views"),
+        ("dashboard.api.site", "from dashboard.monitor.loop import Monitor", "the monitor"),
+        ("dashboard.queues.views", "from dashboard.api.tokens import digest", "the API package"),
         ("deadletters.hook", "import django", "standard library"),
+        ("dashboard.cli.bulk", "from deadletters import bulk_runner", "the monitor carries"),
         ("deadletters.hook", "def f():\n    import redis", "standard library"),
     ],
 )
@@ -254,11 +308,16 @@ def test_a_crossing_fails_naming_the_import(module: str, source: str, why: str) 
         ("deadletters.hook", "from kombu import Connection\nimport json"),
         ("metrics.collector", "from deadletters.models import DeadLetterStats"),
         ("dashboard.tasks.views", "from deadletters.selectors import failure_groups"),
+        ("dashboard.tasks.lookup", "from deadletters.redact import redact"),
         ("dashboard.tables", "from deadletters.selectors import group_names"),
         ("dashboard.queues.selectors", "from deadletters.selectors import open_in_queue"),
         ("dashboard.monitor.jobs", "from dashboard.tasks import outcomes"),
+        ("dashboard.cli.deadletters", "from deadletters.services import deadletter_requeue"),
         ("dashboard.periodic.selectors", "from deadletters.selectors import dead_letters_of_tasks"),
         ("metrics.collector", "from dashboard.periodic.selectors import beat_state"),
+        ("dashboard.api.deadletters", "from deadletters.services import deadletter_requeue"),
+        ("dashboard.api.queues", "from dashboard.queues import services"),
+        ("dashboard.admin", "from dashboard.api.tokens import revoke"),
     ],
 )
 def test_imports_within_the_layers_pass(module: str, source: str) -> None:

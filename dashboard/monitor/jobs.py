@@ -19,7 +19,7 @@ from dashboard.broker.inbox import InboundMessage
 from dashboard.monitor.scheduler import Job
 from dashboard.periodic import reports as periodic
 from dashboard.queues.sampling import BrokerSampler, WorkerSampler
-from dashboard.tasks import outcomes
+from dashboard.tasks import outcomes, queue_scan
 from dashboard.tasks.events import EventCounter
 from deadletters import bulk_runner, retention, search
 from deadletters.ingest import UNAVAILABLE, BatchResult, store_batch
@@ -94,8 +94,11 @@ def scheduled_jobs() -> list[Job]:
         Job("sample-workers", settings.MONITOR_WORKERS_INTERVAL, WorkerSampler()),
         Job("search-index", 1.0, search.index_all_pending),
         Job("bulk-actions", 1.0, bulk_runner.run_pending),
+        # "Where is task X?": whole queues read for an id, a slice a turn.
+        Job("task-queue-scans", 1.0, queue_scan.run_pending),
         Job("retention", 600.0, retention.prune),
         Job("outcomes-retention", 600.0, outcomes.prune),
         Job("beat-retention", 600.0, periodic.prune),
+        Job("task-queue-scans-retention", 600.0, queue_scan.prune),
         *([Job("task-events", 1.0, EventCounter())] if settings.MONITOR_TASK_EVENTS else []),
     ]

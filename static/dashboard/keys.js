@@ -1,7 +1,8 @@
 // The dead-letter console with the keyboard alone: "/" searches, "j" and "k"
 // move through the rows, "x" ticks the current one, Enter opens it, "?" lists
 // the keys (Escape closes the list). Keys typed into a field are the field's.
-// Only pages that carry the list of keys (#keys-help) listen.
+// Only pages that carry the list of keys (#keys-help) listen, except for "t",
+// which focuses the header's task-id box on every page.
 (function () {
   "use strict";
   const ROWS = "#deadletters tbody tr";
@@ -58,6 +59,20 @@
       dialog.showModal();
     }
   }
+
+  // On every page: "t" focuses the header's task-id box ("where is task X?").
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "t" || event.ctrlKey || event.metaKey || event.altKey || event.isComposing
+        || typing(event.target) || document.querySelector("dialog[open]")) {
+      return;
+    }
+    const box = document.getElementById("task-search-q");
+    if (box) {
+      event.preventDefault();
+      box.focus();
+      box.select();
+    }
+  });
 
   document.addEventListener("keydown", function (event) {
     if (!document.getElementById("keys-help")) {
