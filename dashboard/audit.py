@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -14,6 +15,30 @@ from dashboard.models import AuditEvent
 logger = logging.getLogger("dashboard.audit")
 
 AnyUser = AbstractBaseUser | AnonymousUser
+
+
+# How the changes recorded now came, when not through the pages (see acting_via).
+_how: ContextVar[dict[str, str] | None] = ContextVar("audit_how", default=None)
+
+
+class acting_via:
+    """Every event recorded inside says how the change came, e.g.
+    ``acting_via(via="api", api_token="deploy-bot")``: the services write the
+    audit and know nothing of tokens or terminals.
+
+    A class, not ``@contextmanager``: that one sets ``__traceback__`` on the
+    exception passing through, which a frozen dataclass exception refuses
+    (``dashboard.periodic.services.AlreadySent``).
+    """
+
+    def __init__(self, **how: str) -> None:
+        self.how = how
+
+    def __enter__(self) -> None:
+        self._reset = _how.set(self.how)
+
+    def __exit__(self, *exc: object) -> None:
+        _how.reset(self._reset)
 
 
 def user_id(user: AnyUser | None) -> Any:
@@ -43,7 +68,8 @@ def record(
         target_filter=target_filter,
         count=len(ids) if count is None else count,
         reason=reason,
-        details=details or {},
+        # What the service wrote wins: how it came only adds.
+        details={**(_how.get() or {}), **(details or {})},
     )
     # What was acted on in words, as the caller named it: a failure group by
     # its task and exception, which its hash in ``target_filter`` never says;

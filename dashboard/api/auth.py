@@ -6,19 +6,18 @@ user, so the permission checks and the services are the pages' own.
 
 from __future__ import annotations
 
-import contextvars
 from typing import Any
 
 from django.conf import settings
-from django.db.models.signals import pre_save
 from django.http import HttpRequest
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError
 from ninja.security import APIKeyCookie, HttpBearer
 from ninja.throttling import SimpleRateThrottle
 from ninja.utils import check_csrf
 
+from dashboard import audit
 from dashboard.api import tokens
-from dashboard.models import ApiToken, AuditEvent
+from dashboard.models import ApiToken
 
 
 class BearerToken(HttpBearer):
@@ -83,41 +82,14 @@ def require(request: HttpRequest, *perms: str) -> None:
 
 # --- the audit names the token -----------------------------------------------------
 
-_via: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
-    "api_via", default=None
-)
 
-
-class acting:
-    """Audit events written inside name how the change came: the API, and which token.
-
-    The services write the audit themselves and know nothing of tokens; the
-    receiver below adds this to each event they store while it is set. A class,
-    not ``@contextmanager``: that one sets ``__traceback__`` on the exception
-    passing through, which a frozen dataclass exception (``AlreadySent``) refuses.
-    """
-
-    def __init__(self, request: HttpRequest) -> None:
-        token: ApiToken | None = getattr(request, "api_token", None)
-        # Not "token": run now keeps its form's one-time token under that key.
-        named = {"api_token": token.name, "api_token_prefix": token.prefix} if token else {}
-        self.via = {"via": "api"} | named
-
-    def __enter__(self) -> None:
-        self.reset = _via.set(self.via)
-
-    def __exit__(self, *exc: object) -> None:
-        _via.reset(self.reset)
-
-
-def _name_the_token(sender: type[AuditEvent], instance: AuditEvent, **kwargs: Any) -> None:
-    via = _via.get()
-    if via and instance._state.adding:
-        # What the service wrote wins: this only adds.
-        instance.details = {**via, **(instance.details or {})}
-
-
-pre_save.connect(_name_the_token, sender=AuditEvent, dispatch_uid="dashboard.api.audit_via")
+def acting(request: HttpRequest) -> audit.acting_via:
+    """Audit events written inside name how the change came: the API, and which token."""
+    token: ApiToken | None = getattr(request, "api_token", None)
+    if token is None:
+        return audit.acting_via(via="api")
+    # Not "token": run now keeps its form's one-time token under that key.
+    return audit.acting_via(via="api", api_token=token.name, api_token_prefix=token.prefix)
 
 
 # --- rate limits -------------------------------------------------------------------

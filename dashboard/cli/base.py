@@ -4,10 +4,8 @@ user and their roles, the audit's "via", and rendering (a table or JSON)."""
 from __future__ import annotations
 
 import argparse
-import contextvars
 import json
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any, NoReturn
@@ -15,12 +13,10 @@ from typing import IO, Any, NoReturn
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.management.base import CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db.models.signals import pre_save
-from django.dispatch import receiver
 from django.utils import timezone
 
+from dashboard import audit
 from dashboard.http import MAX_ID
-from dashboard.models import AuditEvent
 
 # Exit codes, as docs/cli.md lists them.
 NOT_DONE = 1  # the state forbids it: handled already, not paused, finished
@@ -120,25 +116,10 @@ def may_read(user: AnyUser, perm: str, *, doing: str) -> None:
 
 # --- the audit says "cli" ----------------------------------------------------------------
 
-_VIA: contextvars.ContextVar[str] = contextvars.ContextVar("ops_via", default="")
 
-
-@contextmanager
-def via_cli() -> Iterator[None]:
-    token = _VIA.set("cli")
-    try:
-        yield
-    finally:
-        _VIA.reset(token)
-
-
-@receiver(pre_save, sender=AuditEvent, dispatch_uid="ops-cli-via")
-def _mark_via(sender: type[AuditEvent], instance: AuditEvent, **kwargs: Any) -> None:
-    # The services write their own audit rows, as for the pages; an event made
-    # while a CLI command acts (in this thread only: a context variable) says so.
-    via = _VIA.get()
-    if via and instance._state.adding:
-        instance.details = {**(instance.details or {}), "via": via}
+def via_cli() -> audit.acting_via:
+    """Audit events written inside say the change came from the command line."""
+    return audit.acting_via(via="cli")
 
 
 # --- rendering ------------------------------------------------------------------------------
