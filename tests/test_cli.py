@@ -579,3 +579,26 @@ def test_no_argument_makes_a_traceback(operator: User, shape: tuple[str, ...], v
              "run": "NAME"}  # fmt: skip
     said = (named.get(flag, flag), "no ", "Already", "unrecognized arguments", "required")
     assert any(words in message for words in said), (args, message)
+
+
+# --- where is task X? ------------------------------------------------------------------------
+
+
+def test_task_tells_a_dead_letters_story_by_id_or_prefix(viewer: User, broker: redis.Redis) -> None:
+    row = make_dead_letter(kwargs={"password": "hunter2"})
+    document = ops_json("task", row.task_id, "--user", "victor")
+    assert document["task_id"] == row.task_id
+    (step,) = document["dead_letters"]["chain"]
+    assert (step["pk"], step["is_this_task"], step["state"]) == (row.pk, True, "open")
+    assert document["summary"]
+    text = ops("task", row.task_id[:8])
+    assert f"Task {row.task_id}" in text and f"#{row.pk} open" in text and "(this task)" in text
+    assert "hunter2" not in text
+
+
+def test_task_refuses_a_short_prefix_and_a_user_without_a_role(db: None) -> None:
+    error = ops_error("task", "abc")
+    assert error.returncode == 2 and "TASK_ID" in str(error)
+    make_user("nobody-here", group=None)
+    error = ops_error("task", "0123456789abcdef", "--user", "nobody-here")
+    assert error.returncode == 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dashboard.cli import bulk, cluster, deadletters, fleet
+from dashboard.cli import bulk, cluster, deadletters, fleet, tasks
 from dashboard.cli.base import bounded_int, dead_letter_id
 from deadletters.models import DeadLetter
 
@@ -56,7 +56,7 @@ def build(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     commands = parser.add_subparsers(
         dest="command",
-        metavar="{deadletters,bulk,queues,workers,periodic,audit,state}",
+        metavar="{deadletters,bulk,queues,workers,periodic,audit,state,task}",
         required=True,
     )
 
@@ -199,6 +199,11 @@ def build(parser: argparse.ArgumentParser) -> None:
     audit.add_argument("--since", help="at or after this time (ISO 8601)")
     audit.add_argument("--target", help="events naming this id (a dead letter, a queue)")
     audit.add_argument("--limit", type=bounded_int(1, deadletters.MAX_LIMIT), help="rows (50)")
+
+    task = _leaf(commands, "task", tasks.task, "where is task X? everything known about an id")
+    task.add_argument(
+        "task_id", metavar="TASK_ID", help="a task id, or 8 or more of its first characters"
+    )
 
     state = commands.add_parser("state", help="the overview's state and why")
     _common(state)
