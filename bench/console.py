@@ -57,7 +57,7 @@ MIN_REQUESTS = 5
 TARGET_PAGE_P95_MS = 60.0
 TARGET_SEARCH_P95_MS = 100.0
 TARGET_OF_ADMIN = 0.1
-TARGET_BULK_RATE = 3_000
+TARGET_BULK_RATE = 10_000
 # Issue 15: bulk requeue at least half its floor.
 TARGET_FLOOR_RATIO = 0.5
 # Rows of a third exception type that --profile requeues under cProfile.

@@ -34,9 +34,10 @@ class Count:
 
     value: int
     exact: bool
+    cap: int = COUNT_CAP
 
     def __str__(self) -> str:
-        return f"{self.value:,}" if self.exact else f"more than {COUNT_CAP:,}"
+        return f"{self.value:,}" if self.exact else f"more than {self.cap:,}"
 
 
 def count_matching(rows: QuerySet[DeadLetter]) -> Count:
@@ -47,12 +48,14 @@ def count_matching(rows: QuerySet[DeadLetter]) -> Count:
 
 def count_filtered(rows: QuerySet[DeadLetter], given: dict[str, Any]) -> Count:
     """``count_matching`` of a console filter's rows (``given``: its cleaned
-    fields); a search alone is counted on the search index instead."""
+    fields); a search alone is counted on the search index instead, exactly up
+    to the index's common term (a commoner one is "more than" that)."""
     text = str(given.get("q") or "").strip()
     others = [name for name, value in given.items() if name != "q" and value]
     if text and not others and search.uses_index():
-        n = search.count(text, COUNT_CAP)
-        return Count(min(n, COUNT_CAP), n <= COUNT_CAP)
+        cap = min(COUNT_CAP, search.COMMON_TERM)
+        n = search.count(text, cap)
+        return Count(min(n, cap), n <= cap, cap)
     return count_matching(rows)
 
 

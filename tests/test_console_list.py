@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -186,3 +187,6 @@ def test_a_very_common_term_is_found_by_walking_the_newest_rows(
     page = listed(operator_client, "q=stripe")
     assert all(f"demo.tasks.t{n}" in page for n in range(3))
     assert "demo.tasks.other" not in page
+    # Counted on the index up to the common term: more than that is said so.
+    counted = "more than 1" if connection.vendor == "postgresql" else "3"
+    assert f"<b data-count>{counted}</b> matching" in page
