@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import importlib
 import json
 import os
@@ -171,7 +172,8 @@ def _report(results: list[dict[str, Any]], *, postgres_skipped: bool) -> str:
     out = ["", "Dead-letter ingest", "", *harness.table(header, rows, right_from=2)]
     out += [
         "",
-        "seconds: wall clock (ours includes the monitor's last, empty fetch: it waits 0.5 s);",
+        "seconds: wall clock (ours: to the commit of the last batch, without the monitor's",
+        "final, empty fetch, which waits 0.5 s for more);",
         "CPU s, CPU µs/msg: the ingesting process alone; the rest is waiting on the database",
         "and Redis; ratios are of dead letters/s",
         "floor: the same number of messages popped from the same Redis in batches of the",
@@ -348,11 +350,24 @@ def _time_monitor(count: int, batch_size: int) -> Timing:
     from dashboard.monitor.loop import Monitor
 
     monitor = Monitor(batch_size=batch_size)
+    # Timed to the commit of the last batch: the monitor's final, empty fetch
+    # (it waits 0.5 s for more) is no part of the work.
+    last = {"wall": 0.0, "cpu": 0.0}
+
+    def timed(store: Callable[[list[Any]], Any]) -> Callable[[list[Any]], Any]:
+        def storing(messages: list[Any]) -> Any:
+            result = store(messages)
+            if result.stored:
+                last["wall"], last["cpu"] = time.perf_counter(), time.process_time()
+            return result
+
+        return storing
+
+    monitor.streams = [dataclasses.replace(s, store=timed(s.store)) for s in monitor.streams]
     started, cpu_started = time.perf_counter(), time.process_time()
-    # Includes the monitor's last, empty fetch: it waits 0.5 s for more.
     with _deadline(monitor, count):
         totals = monitor.run(until_empty=True)
-    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    seconds, cpu_seconds = last["wall"] - started, last["cpu"] - cpu_started
     _check_stored(count)
     if totals.stored != count or totals.duplicates or totals.quarantined:
         raise IngestError(f"the monitor reported {totals}, expected {count} stored")
