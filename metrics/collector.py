@@ -150,7 +150,7 @@ class StoredStateCollector(Collector):
         for index, (name, text) in enumerate(QUEUE_GAUGES):
             out.append(_header(name, "gauge", text))
             out += [
-                f"{name}{labels}{floatToGoString(values[index])}\n"
+                f"{name}{labels}{_number(values[index])}\n"
                 for labels, values in rows
                 if values[index] is not None
             ]
@@ -277,7 +277,7 @@ class StoredStateCollector(Collector):
             failed.append(
                 f'celery_task_failed_total{{exception="{_escape(exception)}",'
                 f'hostname="{_escape(hostname)}",name="{_escape(task)}",'
-                f'queue_name="{_escape(queue)}"}} {floatToGoString(count)}\n'
+                f'queue_name="{_escape(queue)}"}} {_number(count)}\n'
             )
             classified[(task, queue, hostname)] += count
         out: list[str] = []
@@ -286,12 +286,12 @@ class StoredStateCollector(Collector):
             out.append(_header(name, "counter", TASK_COUNTERS[event]))
             if event != "failed":
                 for head, tail, row in zip(heads, tails, rows, strict=True):
-                    out.append(f"{name}{{{head}{tail}}} {floatToGoString(row[index])}\n")
+                    out.append(f"{name}{{{head}{tail}}} {_number(row[index])}\n")
                 continue
             out += failed
             for head, tail, row in zip(heads, tails, rows, strict=True):
                 rest = max(0, row[index] - classified[(row[0], row[1], row[2])])
-                out.append(f'{name}{{exception="",{head}{tail}}} {floatToGoString(rest)}\n')
+                out.append(f'{name}{{exception="",{head}{tail}}} {_number(rest)}\n')
         width = len(BUCKET_BOUNDS) + 1
         for offset, (name, text) in enumerate(TASK_HISTOGRAMS.values()):
             out.append(_header(name, "histogram", text))
@@ -301,11 +301,9 @@ class StoredStateCollector(Collector):
                 count = 0
                 for bound, n in zip(BUCKET_BOUNDS, per_bucket, strict=True):
                     count += n
-                    out.append(
-                        f'{name}_bucket{{{head}le="{bound}",{tail}}} {floatToGoString(count)}\n'
-                    )
-                out.append(f"{name}_count{{{head}{tail}}} {floatToGoString(count)}\n")
-                out.append(f"{name}_sum{{{head}{tail}}} {floatToGoString(total)}\n")
+                    out.append(f'{name}_bucket{{{head}le="{bound}",{tail}}} {_number(count)}\n')
+                out.append(f"{name}_count{{{head}{tail}}} {_number(count)}\n")
+                out.append(f"{name}_sum{{{head}{tail}}} {_number(total)}\n")
         return "".join(out)
 
     def _task_totals(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
@@ -452,6 +450,14 @@ class _Families(Collector):
 
     def collect(self) -> Iterator[Metric]:
         return self.families
+
+
+def _number(value: float) -> str:
+    """``floatToGoString(value)``: the same text, at once for the counts that
+    most samples are (Go's format has an exponent from a million up)."""
+    if type(value) is int and 0 <= value < 1_000_000:
+        return f"{value}.0"
+    return floatToGoString(value)
 
 
 def _escape(value: str) -> str:
