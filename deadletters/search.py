@@ -59,20 +59,28 @@ def _matching_params(raw: str) -> list[str]:
 
 def count(text: str, cap: int) -> int:
     """How many rows ``matching(text)`` holds, counted up to ``cap + 1`` on the
-    index (PostgreSQL only).
+    index (PostgreSQL only), in one statement.
 
     Counting the rows of a common term through ``matching``'s scan read tens of
     thousands of rows' text (docs/benchmarks.md); the index says at once that
-    there are more than ``cap``, and counts a rarer term's few ids exactly.
+    there are more than ``cap``. The rest of a rarer term's rows are few: those
+    still in the outbox, and those matched by a task id the text does not hold
+    (a requeue's id).
     """
     raw = text.strip()
-    indexed = _indexed_matches(raw.lower(), cap + 1)
-    if indexed > cap:
-        return indexed
+    pattern = f"%{_like_escape(raw.lower())}%"
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT count(*) FROM ({_MATCHING_IDS}) AS hits", _matching_params(raw))  # noqa: S608 - our own SQL
-        (n,) = cursor.fetchone() or (0,)
-    return int(n)
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM deadletters_deadlettersearch"
+            " WHERE text LIKE %s LIMIT %s) AS hits),"
+            " (SELECT count(*) FROM deadletters_deadlettersearchqueue q"
+            " JOIN deadletters_deadletter d ON d.id = q.dead_letter_id WHERE d.search_text LIKE %s)"
+            " + (SELECT count(*) FROM deadletters_deadletter"
+            " WHERE (task_id = %s OR requeue_task_id = %s) AND search_text NOT LIKE %s)",
+            [pattern, cap + 1, pattern, raw, raw, pattern],
+        )
+        indexed, others = cursor.fetchone() or (0, 0)
+    return int(indexed) if indexed > cap else int(indexed) + int(others)
 
 
 def _like_escape(text: str) -> str:
