@@ -150,9 +150,9 @@ class StoredStateCollector(Collector):
         for index, (name, text) in enumerate(QUEUE_GAUGES):
             out.append(_header(name, "gauge", text))
             out += [
-                f"{name}{labels}{_number(values[index])}\n"
+                f"{name}{labels}{_number(value)}\n"
                 for labels, values in rows
-                if values[index] is not None
+                if (value := values[index]) is not None
             ]
         return "".join(out)
 
