@@ -554,6 +554,9 @@ def _finish(action: BulkAction, state: str = BulkAction.State.DONE) -> None:
                 "unconfirmed": action.unconfirmed,
                 "error": action.last_error,
                 "verdict": action.verdict,
-                **dataclasses.asdict(requeue_outcomes(action)),
+                # What the requeued tasks did, as reported by the time it finished
+                # (reports arrive apart): apart from the action's own counts, whose
+                # "failed" (not published) this overwrote.
+                "requeue_outcomes": dataclasses.asdict(requeue_outcomes(action)),
             },
         )
